@@ -1,0 +1,105 @@
+"""The ``fastsnn`` command: ``train`` (the seed experiment by default) and ``evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+
+from .config import BACKENDS, DEVICES, ModelConfig, RunConfig, StimulusConfig, TrainConfig
+
+
+def _train_flags(p: argparse.ArgumentParser) -> None:
+    s, m, t = StimulusConfig(), ModelConfig(), TrainConfig()
+    g = p.add_argument_group("stimulus")
+    g.add_argument("--anf-per-ear", type=int, default=s.anf_per_ear, help="auditory-nerve fibres per ear")
+    g.add_argument("--phase-offset", choices=("per_pass", "per_batch"), default=s.phase_offset,
+                   help="one random phase offset per pass over a set (the seed) or per batch")
+    g = p.add_argument_group("model")
+    g.add_argument("--hidden", type=int, default=m.hidden, help="LIF hidden units")
+    g.add_argument("--tau-ms", type=float, default=m.tau_ms, help="membrane time constant (ms)")
+    g.add_argument("--readout-tau-ms", type=float, default=None, help="readout time constant (ms; default: --tau-ms)")
+    g.add_argument("--learn-tau", action="store_true", help="learn one time constant per neuron")
+    g.add_argument("--detach-reset", action="store_true", help="no gradient through the spike reset")
+    g.add_argument("--dales-law", action="store_true", help="sign-constrained weights (Dale's law)")
+    g.add_argument("--ie-ratio", type=float, default=m.ie_ratio, help="fraction of inhibitory rows under Dale's law")
+    g.add_argument("--dale-mask", choices=("contiguous", "random"), default=m.dale_mask,
+                   help="inhibitory rows first (the seed) or a random subset")
+    g.add_argument("--backend", choices=BACKENDS, default=m.backend,
+                   help="time-loop implementation (auto: triton on CUDA, cpu kernels otherwise)")
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int, default=t.epochs, help="maximum epochs (early stopping may end sooner)")
+    g.add_argument("--lr", type=float, default=t.lr, help="Adam learning rate")
+    g.add_argument("--batch-size", type=int, default=t.batch_size)
+    g.add_argument("--train-batches", type=int, default=t.train_samples // t.batch_size,
+                   help="training set size in batches (validation set: the same)")
+    g.add_argument("--test-batches", type=int, default=t.test_samples // t.batch_size, help="test set size in batches")
+    g.add_argument("--keep-final", action="store_true",
+                   help="keep the final weights instead of the best validation epoch's (the seed's behaviour)")
+    g.add_argument("--seed", type=int, default=t.seed, help="seed of every random stream of the run")
+    g.add_argument("--device", choices=DEVICES, default=t.device)
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--out", default=None, help="run folder (default: runs/<timestamp>)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar, print only the final metrics")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """Build a validated :class:`RunConfig` from parsed ``train`` flags (raises ValueError)."""
+    stimulus = StimulusConfig(anf_per_ear=args.anf_per_ear, phase_offset=args.phase_offset)
+    model = ModelConfig(hidden=args.hidden, tau_ms=args.tau_ms, readout_tau_ms=args.readout_tau_ms,
+                        learn_tau=args.learn_tau, detach_reset=args.detach_reset, dales_law=args.dales_law,
+                        ie_ratio=args.ie_ratio, dale_mask=args.dale_mask, backend=args.backend)
+    for name in ("train_batches", "test_batches"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    train = replace(TrainConfig(), epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                    train_samples=args.train_batches * args.batch_size,
+                    valid_samples=args.train_batches * args.batch_size,
+                    test_samples=args.test_batches * args.batch_size, restore_best=not args.keep_final,
+                    seed=args.seed, device=args.device, threads=args.threads)
+    return RunConfig(stimulus, model, train)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fastsnn", description="Fast spiking neural network training.")
+    sub = p.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train the sound-localisation network (the seed experiment by default)")
+    _train_flags(train)
+    ev = sub.add_parser("evaluate", help="re-evaluate a checkpoint on a fresh test set")
+    ev.add_argument("checkpoint", help="a run's checkpoint.pt")
+    ev.add_argument("--seed", type=int, default=1, help="seed of the fresh test set (training used its own streams)")
+    ev.add_argument("--device", choices=DEVICES, default="auto")
+    ev.add_argument("--backend", choices=BACKENDS, default=None, help="override the checkpoint's backend")
+    ev.add_argument("--out", default=None, help="folder for the results (default: the checkpoint's folder)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    if args.command == "train":
+        try:
+            config = config_from_args(args)
+        except ValueError as err:
+            p.error(str(err))
+        from .run import default_out_dir, train_run
+
+        out = args.out or default_out_dir()
+        metrics = train_run(config, out, progress=not args.quiet)
+        print(f"test accuracy {100 * metrics['test_accuracy']:.1f}%, error {metrics['test_abs_error_deg']:.1f} deg; "
+              f"train accuracy {100 * metrics['train_accuracy']:.1f}%, error {metrics['train_abs_error_deg']:.1f} deg; "
+              f"{metrics['epochs']} epochs in {metrics['wall_seconds']:.1f} s on {metrics['device']} "
+              f"({metrics['backend']}); results in {out}")
+    else:
+        from .run import evaluate_checkpoint
+
+        try:
+            metrics = evaluate_checkpoint(args.checkpoint, args.seed, args.out, args.device, args.backend)
+        except (FileNotFoundError, ValueError) as err:
+            p.error(str(err))
+        json.dump(metrics, sys.stdout, indent=2)
+        print()
+    return 0

@@ -1,0 +1,30 @@
+"""The seed network: Poisson inputs -> LIF hidden layer -> leaky readout, scored by the time sum."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import ModelConfig, StimulusConfig
+from .nn import LIF, LeakyReadout
+
+
+class IPDNetwork(nn.Module):
+    """x (B, T, 2 * anf_per_ear) spikes -> class scores (B, num_classes) = sum_t of the readout membrane."""
+
+    def __init__(self, stimulus: StimulusConfig, model: ModelConfig, generator: torch.Generator | None = None):
+        super().__init__()
+        common = dict(dt_ms=stimulus.dt_ms, learn_tau=model.learn_tau, dales_law=model.dales_law,
+                      ie_ratio=model.ie_ratio, dale_mask=model.dale_mask, backend=model.backend,
+                      generator=generator)
+        self.hidden = LIF(stimulus.inputs, model.hidden, tau_ms=model.tau_ms, threshold=model.threshold,
+                          beta=model.beta, detach_reset=model.detach_reset, **common)
+        readout_tau = model.readout_tau_ms if model.readout_tau_ms is not None else model.tau_ms
+        self.readout = LeakyReadout(model.hidden, stimulus.num_classes, tau_ms=readout_tau, **common)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.readout.time_sum(self.hidden(x))
+
+    def set_backend(self, backend: str) -> None:
+        """Run both layers on ``backend`` (the weights are unchanged)."""
+        self.hidden.backend = self.readout.backend = backend

@@ -1,0 +1,128 @@
+"""Layers: a linear projection followed by a fused time loop.
+
+Weights are stored as (in_features, out_features), the seed's layout, and
+initialised the seed's way: U(-1/sqrt(out_features), +1/sqrt(out_features))
+(torch takes fan_in from dim 1 of that matrix, so the scale follows the layer's
+width, not its input size).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from . import ops
+
+
+def dale_signs(rows: int, cols: int, ie_ratio: float, mask: str = "contiguous",
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """(rows, cols) of +-1: ``round(ie_ratio * rows)`` whole rows are inhibitory (-1).
+
+    ``mask="contiguous"`` makes them the first rows (the seed); ``"random"`` a random
+    subset of rows drawn from ``generator``.
+    """
+    if not 0 <= ie_ratio <= 1:
+        raise ValueError(f"ie_ratio must be in [0, 1], got {ie_ratio!r}")
+    n_inhibitory = math.floor(ie_ratio * rows + 0.5)
+    if mask == "contiguous":
+        rows_inh = torch.arange(n_inhibitory)
+    elif mask == "random":
+        rows_inh = torch.randperm(rows, generator=generator)[:n_inhibitory]
+    else:
+        raise ValueError(f"mask must be 'contiguous' or 'random', got {mask!r}")
+    signs = torch.ones(rows, cols)
+    signs[rows_inh] = -1
+    return signs
+
+
+class _Projected(nn.Module):
+    """Shared parts: weight (in, out), optional Dale signs, fixed or learnable per-neuron tau."""
+
+    def __init__(self, in_features: int, out_features: int, *, tau_ms: float, dt_ms: float, learn_tau: bool,
+                 dales_law: bool, ie_ratio: float, dale_mask: str, backend: str,
+                 generator: torch.Generator | None):
+        super().__init__()
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name, value in (("tau_ms", tau_ms), ("dt_ms", dt_ms)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        if backend not in ops.BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(ops.BACKENDS)}, got {backend!r}")
+        self.in_features, self.out_features = in_features, out_features
+        self.dt_ms, self.backend, self.dales_law = float(dt_ms), backend, dales_law
+        bound = 1 / math.sqrt(out_features)
+        self.weight = nn.Parameter(torch.empty(in_features, out_features).uniform_(-bound, bound, generator=generator))
+        if dales_law:
+            self.register_buffer("sign", dale_signs(in_features, out_features, ie_ratio, dale_mask, generator))
+        else:
+            self.sign = None
+        if learn_tau:
+            self.log_tau = nn.Parameter(torch.full((out_features,), math.log(tau_ms)))
+        else:
+            self.log_tau = None
+            self._tau_ms = float(tau_ms)
+
+    @property
+    def tau_ms(self) -> float | torch.Tensor:
+        return self.log_tau.exp() if self.log_tau is not None else self._tau_ms
+
+    def alpha(self) -> float | torch.Tensor:
+        """Decay per step, exp(-dt/tau): a float, or an (out,) tensor when tau is learnt."""
+        if self.log_tau is not None:
+            return torch.exp(-self.dt_ms / self.log_tau.exp())
+        return math.exp(-self.dt_ms / self._tau_ms)
+
+    def effective_weight(self) -> torch.Tensor:
+        """The weight used in the forward: ``|W| * sign`` under Dale's law, else W."""
+        return self.weight.abs() * self.sign if self.sign is not None else self.weight
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 3 or x.shape[2] != self.in_features:
+            raise ValueError(f"x must have shape (B, T, {self.in_features}), got {tuple(x.shape)}")
+        return torch.matmul(x, self.effective_weight())
+
+    def extra_repr(self) -> str:
+        tau = "learnt" if self.log_tau is not None else f"{self._tau_ms:g}"
+        return (f"{self.in_features}, {self.out_features}, tau_ms={tau}, dt_ms={self.dt_ms:g}, "
+                f"dales_law={self.dales_law}, backend={self.backend!r}")
+
+
+class LIF(_Projected):
+    """x (B, T, in_features) -> spikes (B, T, out_features): ``h = x @ W`` then :func:`fastsnn.lif`."""
+
+    def __init__(self, in_features: int, out_features: int, *, tau_ms: float = 5.0, dt_ms: float = 1.0,
+                 threshold: float = 1.0, beta: float = 5.0, detach_reset: bool = False, learn_tau: bool = False,
+                 dales_law: bool = False, ie_ratio: float = 0.5, dale_mask: str = "contiguous",
+                 backend: str = "auto", generator: torch.Generator | None = None):
+        super().__init__(in_features, out_features, tau_ms=tau_ms, dt_ms=dt_ms, learn_tau=learn_tau,
+                         dales_law=dales_law, ie_ratio=ie_ratio, dale_mask=dale_mask, backend=backend,
+                         generator=generator)
+        self.threshold, self.beta, self.detach_reset = threshold, beta, detach_reset
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.lif(self.project(x), self.alpha(), threshold=self.threshold, beta=self.beta,
+                       detach_reset=self.detach_reset, backend=self.backend)
+
+
+class LeakyReadout(_Projected):
+    """x (B, T, in_features) -> membrane (B, T, out_features): ``h = x @ W`` then :func:`fastsnn.leaky_readout`.
+
+    :meth:`time_sum` returns the membrane summed over time, (B, out_features), without the time loop.
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, tau_ms: float = 5.0, dt_ms: float = 1.0,
+                 learn_tau: bool = False, dales_law: bool = False, ie_ratio: float = 0.5,
+                 dale_mask: str = "contiguous", backend: str = "auto", generator: torch.Generator | None = None):
+        super().__init__(in_features, out_features, tau_ms=tau_ms, dt_ms=dt_ms, learn_tau=learn_tau,
+                         dales_law=dales_law, ie_ratio=ie_ratio, dale_mask=dale_mask, backend=backend,
+                         generator=generator)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.leaky_readout(self.project(x), self.alpha(), backend=self.backend)
+
+    def time_sum(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.leaky_readout_sum(self.project(x), self.alpha(), backend=self.backend)

@@ -1,0 +1,149 @@
+"""Public ops: ``lif``, ``leaky_readout``, ``leaky_readout_sum``.
+
+Each validates its input, picks a backend and runs it:
+
+- ``"reference"``: the plain autograd loop (:mod:`fastsnn.ops.reference`), any device.
+- ``"cpu"``: compiled CPU kernels (numba, :mod:`fastsnn.cpu`), CPU tensors.
+- ``"triton"``: fused Triton kernels (:mod:`fastsnn.kernels`), CUDA tensors, or CPU
+  tensors when ``TRITON_INTERPRET=1`` was set before Triton was imported.
+- ``"auto"``: ``"triton"`` for CUDA tensors, ``"cpu"`` otherwise.
+
+NaN in ``h`` propagates: from the first step whose membrane is NaN, every later
+spike of that neuron is NaN (the seed's ``v > 1`` would silently turn it into
+no spikes), so a NaN input shows up in the loss instead of vanishing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+
+import torch
+
+from .reference import leaky_readout_ref, leaky_readout_sum_ref, lif_ref
+
+BACKENDS = ("auto", "reference", "cpu", "triton")
+_FLOAT_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+__all__ = ["lif", "leaky_readout", "leaky_readout_sum", "lif_ref", "leaky_readout_ref",
+           "leaky_readout_sum_ref", "resolve_backend", "BACKENDS"]
+
+
+def triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """The concrete backend ``backend`` means for tensors on ``device``; raises if it cannot run there."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    device = torch.device(device)
+    if backend == "auto":
+        backend = "triton" if device.type == "cuda" else "cpu"
+    if backend == "cpu" and device.type != "cpu":
+        raise ValueError(f"backend 'cpu' runs on CPU tensors, got tensors on {device}; use 'triton' or 'auto'")
+    if backend == "triton":
+        if not triton_available():
+            raise RuntimeError("backend 'triton' needs the triton package (pip install triton; Linux x86-64)")
+        if device.type == "cpu" and not _interpreting():
+            raise ValueError("backend 'triton' runs on CUDA tensors; for CPU tensors set TRITON_INTERPRET=1 "
+                             "before importing triton, or use backend 'cpu'")
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(f"backend 'triton' runs on CUDA tensors, got tensors on {device}")
+    return backend
+
+
+def _check_h(name: str, h) -> None:
+    if not isinstance(h, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, T, N), got {type(h).__name__}")
+    if h.ndim != 3:
+        raise ValueError(f"{name} must have shape (B, T, N) (3 dims), got shape {tuple(h.shape)}")
+    if h.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32, float64, bfloat16 or float16, got {h.dtype}")
+
+
+def _check_scalar(name: str, value, lo: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if lo is not None and value <= lo:
+        raise ValueError(f"{name} must be > {lo}, got {value!r}")
+    return float(value)
+
+
+def _alpha_tensor(alpha, h: torch.Tensor) -> torch.Tensor:
+    """Validate ``alpha`` (float in [0, 1] or (N,) tensor) and return it as an (N,) state-dtype tensor."""
+    n = h.shape[2]
+    state = torch.float64 if h.dtype == torch.float64 else torch.float32
+    if isinstance(alpha, torch.Tensor):
+        if alpha.shape != (n,):
+            raise ValueError(f"alpha must be a float or a tensor of shape (N,) = ({n},), got shape {tuple(alpha.shape)}")
+        if not alpha.is_floating_point():
+            raise TypeError(f"alpha must be a floating-point tensor, got {alpha.dtype}")
+        if alpha.device != h.device:
+            raise ValueError(f"alpha is on {alpha.device} but h is on {h.device}; put both on one device")
+        return alpha.to(state).contiguous()
+    value = _check_scalar("alpha", alpha)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1] (alpha = exp(-dt/tau)), got {value!r}")
+    return torch.full((n,), value, dtype=state, device=h.device)
+
+
+def _needs_state(h: torch.Tensor, alpha: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and (h.requires_grad or alpha.requires_grad)
+
+
+def lif(h: torch.Tensor, alpha, *, threshold: float = 1.0, beta: float = 5.0, detach_reset: bool = False,
+        backend: str = "auto") -> torch.Tensor:
+    """The seed's LIF time loop: input currents h (B, T, N) -> spikes (B, T, N), dtype of h.
+
+    ``v_{t+1} = (alpha v_t + h_t)(1 - s_t)``, ``s_{t+1} = H(v_t - threshold)``, ``s_0 = v_0 = 0``;
+    the surrogate gradient of H is ``beta sig(beta x)(1 - sig(beta x))``. ``alpha``: float in
+    [0, 1] or an (N,) tensor (which then gets a gradient). ``detach_reset`` stops the gradient
+    through the reset factor ``(1 - s_t)``.
+    """
+    _check_h("h", h)
+    threshold = _check_scalar("threshold", threshold)
+    beta = _check_scalar("beta", beta, lo=0.0)
+    alpha_t = _alpha_tensor(alpha, h)
+    backend = resolve_backend(backend, h.device)
+    if backend == "reference":
+        return lif_ref(h, alpha if isinstance(alpha, torch.Tensor) else float(alpha),
+                       threshold=threshold, beta=beta, detach_reset=detach_reset)
+    from . import registry
+
+    return registry.lif(h.contiguous(), alpha_t, threshold, beta, bool(detach_reset),
+                        _needs_state(h, alpha_t), backend)[0]
+
+
+def leaky_readout(h: torch.Tensor, alpha, *, backend: str = "auto") -> torch.Tensor:
+    """Leaky integrator: h (B, T, C) -> membrane u (B, T, C), ``u_0 = 0``, ``u_{t+1} = alpha u_t + h_t``."""
+    _check_h("h", h)
+    alpha_t = _alpha_tensor(alpha, h)
+    backend = resolve_backend(backend, h.device)
+    if backend == "reference":
+        return leaky_readout_ref(h, alpha if isinstance(alpha, torch.Tensor) else float(alpha))
+    from . import registry
+
+    return registry.leaky_readout(h.contiguous(), alpha_t, backend)
+
+
+def leaky_readout_sum(h: torch.Tensor, alpha, *, backend: str = "auto") -> torch.Tensor:
+    """Sum over time of :func:`leaky_readout`: h (B, T, C) -> (B, C), without a (B, T, C) buffer.
+
+    Uses ``sum_t u_t = sum_k c_k h_k`` with ``c_k = (1 - alpha^(T-1-k)) / (1 - alpha)``.
+    Returned in h's dtype.
+    """
+    _check_h("h", h)
+    alpha_t = _alpha_tensor(alpha, h)
+    backend = resolve_backend(backend, h.device)
+    if backend == "reference":
+        return leaky_readout_sum_ref(h, alpha if isinstance(alpha, torch.Tensor) else float(alpha))
+    from . import registry
+
+    return registry.leaky_readout_sum(h.contiguous(), alpha_t, backend).to(h.dtype)
+

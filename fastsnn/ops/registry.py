@@ -1,0 +1,170 @@
+"""The fast ops as ``torch.library`` custom ops with autograd and fake kernels.
+
+Ops ``fastsnn::lif``, ``fastsnn::leaky_readout`` and ``fastsnn::leaky_readout_sum``
+(and their ``*_bwd`` twins) dispatch to a backend module by name: ``"cpu"`` ->
+:mod:`fastsnn.cpu` (numba), ``"triton"`` -> :mod:`fastsnn.kernels`. Both modules
+implement the launcher contract in ``docs/kernel_contract.md``. ``custom_op`` +
+``register_fake`` + ``register_autograd`` let ``torch.compile`` trace a network
+using them with zero graph breaks, on either device. Callers validate inputs
+first (:mod:`fastsnn.ops`); nothing here checks shapes.
+"""
+
+import importlib
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+_MODULES = {"cpu": "fastsnn.cpu.{op}", "triton": "fastsnn.kernels.{op}"}
+
+
+def launchers(backend: str, op: str):
+    """The module holding ``op``'s launchers for ``backend`` (imported on first use)."""
+    return importlib.import_module(_MODULES[backend].format(op=op))
+
+
+def _state_dtype(h: Tensor) -> torch.dtype:
+    return torch.float64 if h.dtype == torch.float64 else torch.float32
+
+
+def _nothing(h: Tensor, dtype: torch.dtype) -> Tensor:
+    return h.new_empty((0,), dtype=dtype)
+
+
+def _dalpha_or_zeros(dalpha, alpha: Tensor) -> Tensor:
+    return dalpha if dalpha is not None else torch.zeros_like(alpha)
+
+
+# --- LIF ---------------------------------------------------------------------------------------
+
+@torch.library.custom_op("fastsnn::lif", mutates_args=())
+def lif(h: Tensor, alpha: Tensor, threshold: float, beta: float, detach_reset: bool,
+        save: bool, backend: str) -> tuple[Tensor, Tensor, Tensor]:
+    """h (B, T, N), alpha (N,) -> (spikes (B, T, N), u, s8); u and s8 are empty unless ``save``."""
+    s, u, s8 = launchers(backend, "lif").lif_fwd(h, alpha, threshold, save)
+    if not save:
+        return s, _nothing(h, _state_dtype(h)), _nothing(h, torch.uint8)
+    return s, u, s8
+
+
+@lif.register_fake
+def _(h, alpha, threshold, beta, detach_reset, save, backend):
+    if not save:
+        return torch.empty_like(h), _nothing(h, _state_dtype(h)), _nothing(h, torch.uint8)
+    return torch.empty_like(h), torch.empty_like(h, dtype=_state_dtype(h)), torch.empty_like(h, dtype=torch.uint8)
+
+
+@torch.library.custom_op("fastsnn::lif_bwd", mutates_args=())
+def lif_bwd(grad_s: Tensor, u: Tensor, s8: Tensor, alpha: Tensor, threshold: float, beta: float,
+            detach_reset: bool, need_dalpha: bool, backend: str) -> tuple[Tensor, Tensor]:
+    dh, dalpha = launchers(backend, "lif").lif_bwd(grad_s, u, s8, alpha, threshold, beta, detach_reset, need_dalpha)
+    return dh, _dalpha_or_zeros(dalpha, alpha)
+
+
+@lif_bwd.register_fake
+def _(grad_s, u, s8, alpha, threshold, beta, detach_reset, need_dalpha, backend):
+    return torch.empty_like(u), torch.empty_like(alpha)
+
+
+def _lif_setup(ctx, inputs, output):
+    h, alpha, threshold, beta, detach_reset, save, backend = inputs
+    ctx.save_for_backward(output[1], output[2], alpha)
+    ctx.args = (threshold, beta, detach_reset, backend, h.dtype)
+
+
+def _lif_backward(ctx, grad_s, grad_u, grad_s8):
+    u, s8, alpha = ctx.saved_tensors
+    threshold, beta, detach_reset, backend, h_dtype = ctx.args
+    need_dalpha = ctx.needs_input_grad[1]
+    dh, dalpha = lif_bwd(grad_s.to(u.dtype).contiguous(), u, s8, alpha, threshold, beta, detach_reset,
+                         need_dalpha, backend)
+    return dh.to(h_dtype), (dalpha if need_dalpha else None), None, None, None, None, None
+
+
+lif.register_autograd(_lif_backward, setup_context=_lif_setup)
+
+
+# --- leaky readout -----------------------------------------------------------------------------
+
+@torch.library.custom_op("fastsnn::leaky_readout", mutates_args=())
+def leaky_readout(h: Tensor, alpha: Tensor, backend: str) -> Tensor:
+    """h (B, T, C), alpha (C,) -> membrane u (B, T, C)."""
+    return launchers(backend, "readout").leaky_readout_fwd(h, alpha)
+
+
+@leaky_readout.register_fake
+def _(h, alpha, backend):
+    return torch.empty_like(h)
+
+
+@torch.library.custom_op("fastsnn::leaky_readout_bwd", mutates_args=())
+def leaky_readout_bwd(grad_u: Tensor, u: Optional[Tensor], alpha: Tensor, need_dalpha: bool, backend: str) -> tuple[Tensor, Tensor]:
+    dh, dalpha = launchers(backend, "readout").leaky_readout_bwd(grad_u, u, alpha, need_dalpha)
+    return dh, _dalpha_or_zeros(dalpha, alpha)
+
+
+@leaky_readout_bwd.register_fake
+def _(grad_u, u, alpha, need_dalpha, backend):
+    return torch.empty_like(grad_u), torch.empty_like(alpha)
+
+
+def _readout_setup(ctx, inputs, output):
+    h, alpha, backend = inputs
+    # The membrane is only needed for d/dalpha.
+    ctx.save_for_backward(output if ctx.needs_input_grad[1] else None, alpha)
+    ctx.args = (backend, h.dtype)
+
+
+def _readout_backward(ctx, grad_u):
+    u, alpha = ctx.saved_tensors
+    backend, h_dtype = ctx.args
+    need_dalpha = ctx.needs_input_grad[1]
+    grad_u = grad_u.to(alpha.dtype).contiguous()
+    u = u.to(alpha.dtype).contiguous() if need_dalpha else None
+    dh, dalpha = leaky_readout_bwd(grad_u, u, alpha, need_dalpha, backend)
+    return dh.to(h_dtype), (dalpha if need_dalpha else None), None
+
+
+leaky_readout.register_autograd(_readout_backward, setup_context=_readout_setup)
+
+
+@torch.library.custom_op("fastsnn::leaky_readout_sum", mutates_args=())
+def leaky_readout_sum(h: Tensor, alpha: Tensor, backend: str) -> Tensor:
+    """h (B, T, C), alpha (C,) -> sum over time of the membrane (B, C), in float32 (float64)."""
+    return launchers(backend, "readout").leaky_readout_sum_fwd(h, alpha)
+
+
+@leaky_readout_sum.register_fake
+def _(h, alpha, backend):
+    return h.new_empty((h.shape[0], h.shape[2]), dtype=_state_dtype(h))
+
+
+@torch.library.custom_op("fastsnn::leaky_readout_sum_bwd", mutates_args=())
+def leaky_readout_sum_bwd(grad_m: Tensor, h: Optional[Tensor], alpha: Tensor, steps: int, need_dalpha: bool,
+                          backend: str) -> tuple[Tensor, Tensor]:
+    dh, dalpha = launchers(backend, "readout").leaky_readout_sum_bwd(
+        grad_m, h, alpha, steps, need_dalpha)
+    return dh, _dalpha_or_zeros(dalpha, alpha)
+
+
+@leaky_readout_sum_bwd.register_fake
+def _(grad_m, h, alpha, steps, need_dalpha, backend):
+    return grad_m.new_empty((grad_m.shape[0], steps, grad_m.shape[1])), torch.empty_like(alpha)
+
+
+def _readout_sum_setup(ctx, inputs, output):
+    h, alpha, backend = inputs
+    ctx.save_for_backward(h if ctx.needs_input_grad[1] else None, alpha)
+    ctx.args = (backend, h.dtype, h.shape[1])
+
+
+def _readout_sum_backward(ctx, grad_m):
+    h, alpha = ctx.saved_tensors
+    backend, h_dtype, steps = ctx.args
+    need_dalpha = ctx.needs_input_grad[1]
+    grad_m = grad_m.to(alpha.dtype).contiguous()
+    dh, dalpha = leaky_readout_sum_bwd(grad_m, h, alpha, steps, need_dalpha, backend)
+    return dh.to(h_dtype), (dalpha if need_dalpha else None), None
+
+
+leaky_readout_sum.register_autograd(_readout_sum_backward, setup_context=_readout_sum_setup)

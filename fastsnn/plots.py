@@ -1,0 +1,81 @@
+"""PNG figures of a run. Uses matplotlib's object API (no pyplot state, no display needed)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+
+from .config import StimulusConfig
+from .evaluate import Evaluation
+from .stimulus import IPDDataset
+
+
+def input_rasters(config: StimulusConfig, path: Path, generator: torch.Generator, shown: int = 8) -> None:
+    """Input spike rasters (fibre x time) for ``shown`` IPDs spread over (-90, 90) degrees."""
+    ipd = (torch.arange(shown, dtype=torch.float64) + 0.5) / shown * math.pi - math.pi / 2
+    data = IPDDataset(ipd, IPDDataset.draw_keys(shown, generator), config)
+    spikes = data.spikes(torch.arange(shown), offset=torch.rand((), generator=generator).item())
+    cols = math.ceil(shown / 2)
+    fig = Figure(figsize=(2.6 * cols, 5.6), dpi=100)
+    axes = fig.subplots(2, cols, squeeze=False, sharex=True, sharey=True)
+    for i, ax in enumerate(axes.flat):
+        if i >= shown:
+            ax.axis("off")
+            continue
+        ax.imshow(spikes[i].T, aspect="auto", interpolation="nearest", cmap="gray_r", origin="lower")
+        ax.axhline(config.anf_per_ear - 0.5, color="tab:red", lw=0.8)
+        ax.set_title(f"IPD = {math.degrees(ipd[i]):.0f} deg")
+        if i >= cols:
+            ax.set_xlabel(f"time step ({config.dt_ms:g} ms)")
+        if i % cols == 0:
+            ax.set_ylabel("input fibre (ear 0 below the line)")
+    fig.suptitle("Poisson auditory-nerve input")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def loss_curves(history: list[dict], path: Path) -> None:
+    epochs = [h["epoch"] for h in history]
+    fig = Figure(figsize=(6, 4), dpi=100)
+    ax = fig.subplots()
+    ax.plot(epochs, [h["loss"] for h in history], label="training")
+    ax.plot(epochs, [h["val_loss"] for h in history], label="validation")
+    best = min(history, key=lambda h: h["val_loss"])
+    ax.axvline(best["epoch"], color="gray", ls=":", label=f"best validation (epoch {best['epoch']})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (NLL)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def ipd_histogram(result: Evaluation, num_classes: int, path: Path, label: str) -> None:
+    """Histograms of the true IPDs and of the estimated ones (class midpoints), in degrees."""
+    fig = Figure(figsize=(6, 4), dpi=100)
+    ax = fig.subplots()
+    bins = torch.linspace(-90, 90, num_classes + 1).tolist()
+    ax.hist(torch.rad2deg(result.ipd_true).numpy(), bins=bins, alpha=0.6, label="true")
+    ax.hist(torch.rad2deg(result.ipd_est).numpy(), bins=bins, alpha=0.6, label="estimated")
+    ax.set_xlabel("IPD (deg)")
+    ax.set_ylabel("samples")
+    ax.set_title(f"{label}: accuracy {100 * result.accuracy:.1f}%, error {result.abs_error_deg:.1f} deg")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def confusion_matrix(result: Evaluation, path: Path, label: str) -> None:
+    """Confusion matrix normalised per true class, true IPD on x, estimated on y."""
+    fig = Figure(figsize=(5, 4.4), dpi=100)
+    ax = fig.subplots()
+    image = ax.imshow(result.confusion.T.numpy(), origin="lower", extent=(-90, 90, -90, 90), vmin=0, vmax=1,
+                      cmap="viridis", interpolation="nearest")
+    fig.colorbar(image, ax=ax, label="fraction of the true class")
+    ax.set_xlabel("true IPD (deg)")
+    ax.set_ylabel("estimated IPD (deg)")
+    ax.set_title(f"{label} confusion matrix")
+    fig.tight_layout()
+    fig.savefig(path)

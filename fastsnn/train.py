@@ -1,0 +1,88 @@
+"""Training: Adam on the seed's loss, the seed's early-stopping rule, a snapshot of the best weights."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .config import TrainConfig
+from .stimulus import IPDDataset
+
+
+def should_stop(val_losses: list[float], epoch: int, patience: int = 10, min_epochs: int = 10) -> bool:
+    """The seed's rule: after epoch index ``min_epochs``, stop when the oldest of the last
+    ``patience`` validation losses is the lowest (ties go to the oldest, like ``argmin``)."""
+    window = val_losses[-patience:]
+    return epoch > min_epochs and min(range(len(window)), key=window.__getitem__) == 0
+
+
+@dataclass
+class FitResult:
+    history: list[dict] = field(default_factory=list)  # per epoch: epoch, loss, val_loss, seconds
+    best_epoch: int = -1
+    best_val_loss: float = math.inf
+    stopped_early: bool = False
+    restored_best: bool = False
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+
+def batch_loss(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, loss_scale: float) -> torch.Tensor:
+    """NLL(log_softmax(loss_scale * scores)), mean over the batch."""
+    return F.cross_entropy(model(x) * loss_scale, labels)
+
+
+def _pass(model, data: IPDDataset, cfg: TrainConfig, generator: torch.Generator, optimizer=None) -> float:
+    """Mean batch loss over one pass; trains when an optimizer is given. Syncs once, at the end."""
+    losses = []
+    for batch in data.batches(cfg.batch_size, generator):
+        loss = batch_loss(model, batch.x, batch.labels, cfg.loss_scale)
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        losses.append(loss.detach())
+    return torch.stack(losses).mean().item()
+
+
+def fit(model: torch.nn.Module, train_set: IPDDataset, valid_set: IPDDataset, cfg: TrainConfig,
+        generator: torch.Generator, progress: bool = True) -> FitResult:
+    """Train ``model`` in place; with ``cfg.restore_best`` it ends holding the weights of the
+    epoch with the lowest validation loss, else the final ones (the seed's behaviour)."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    result = FitResult()
+    best_state = None
+    bar = tqdm(range(cfg.epochs), desc="train", unit="epoch", disable=not progress)
+    for epoch in bar:
+        start = time.perf_counter()
+        model.train()
+        loss = _pass(model, train_set, cfg, generator, optimizer)
+        model.eval()
+        with torch.no_grad():
+            val_loss = _pass(model, valid_set, cfg, generator)
+        if not (math.isfinite(loss) and math.isfinite(val_loss)):
+            raise FloatingPointError(f"loss became non-finite at epoch {epoch} (train {loss}, validation "
+                                     f"{val_loss}); lower the learning rate or check the inputs for NaN")
+        result.history.append(dict(epoch=epoch, loss=loss, val_loss=val_loss,
+                                   seconds=time.perf_counter() - start))
+        bar.set_postfix(loss=f"{loss:.4f}", val_loss=f"{val_loss:.4f}")
+        if val_loss < result.best_val_loss:
+            result.best_val_loss, result.best_epoch = val_loss, epoch
+            if cfg.restore_best:
+                best_state = copy.deepcopy(model.state_dict())
+        if should_stop([h["val_loss"] for h in result.history], epoch, cfg.patience, cfg.min_epochs):
+            result.stopped_early = True
+            break
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+        result.restored_best = True
+    return result
