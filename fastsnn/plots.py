@@ -25,7 +25,7 @@ def input_rasters(config: StimulusConfig, path: Path, generator: torch.Generator
         if i >= shown:
             ax.axis("off")
             continue
-        ax.imshow(spikes[i].T, aspect="auto", interpolation="nearest", cmap="gray_r", origin="lower")
+        ax.imshow(spikes[i].T.numpy(), aspect="auto", interpolation="nearest", cmap="gray_r", origin="lower")
         ax.axhline(config.anf_per_ear - 0.5, color="tab:red", lw=0.8)
         ax.set_title(f"IPD = {math.degrees(ipd[i]):.0f} deg")
         if i >= cols:

@@ -93,7 +93,7 @@ def train_run(config: RunConfig, out: Path | None = None, progress: bool = True)
         "stopped_early": result.stopped_early, "restored_best": result.restored_best,
         "train_seconds": train_seconds, "wall_seconds": time.perf_counter() - start,
         "device": str(device), "backend": resolve_backend(config.model.backend, device),
-        "threads": torch.get_num_threads(), "fastsnn_version": __version__, "torch_version": torch.__version__,
+        "threads": torch.get_num_threads(), "fastsnn_version": __version__, "torch_version": str(torch.__version__),
     }
     torch.save({"config": config.to_dict(), "state_dict": model.state_dict(), "metrics": metrics},
                out / "checkpoint.pt")

@@ -1,0 +1,90 @@
+"""Training: the early-stopping rule, the best-weights snapshot, and learning beyond chance."""
+
+import random
+
+import pytest
+import torch
+
+from fastsnn.config import ModelConfig, StimulusConfig, TrainConfig
+from fastsnn.model import IPDNetwork
+from fastsnn.run import generator
+from fastsnn.stimulus import IPDDataset
+from fastsnn.evaluate import evaluate
+from fastsnn.train import fit, should_stop
+
+
+def seed_rule(val_losses, epoch):
+    """The seed's own expression."""
+    return bool(torch.tensor(val_losses[-10:]).argmin() == 0 and epoch > 10)
+
+
+def test_should_stop_never_on_a_falling_loss():
+    losses = [1.0 / (e + 1) for e in range(60)]
+    assert not any(should_stop(losses[: e + 1], e) for e in range(60))
+
+
+def test_should_stop_when_the_oldest_of_the_window_is_best():
+    losses = [5, 4, 3, 2, 1.0] + [1.5 + 0.01 * i for i in range(20)]
+    stops = [e for e in range(len(losses)) if should_stop(losses[: e + 1], e)]
+    assert stops[0] == 13  # 1.0 sits at epoch 4; it is the oldest of the last 10 at epoch 13
+
+
+def test_should_stop_waits_for_min_epochs():
+    losses = [0.5] + [1.0] * 30  # the best is the very first epoch
+    assert [e for e in range(12) if should_stop(losses[: e + 1], e)] == [11]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_should_stop_equals_the_seeds_expression(seed):
+    rng = random.Random(seed)
+    losses = []
+    for epoch in range(80):
+        losses.append(float(rng.choice([1, 2, 3, 4])) - 0.01 * epoch * rng.random())  # ties included
+        assert should_stop(losses, epoch) == seed_rule(losses, epoch), (epoch, losses[-10:])
+
+
+def small_problem(backend="auto", seed=0, train_samples=512, batch_size=64, **train):
+    stim = StimulusConfig()
+    cfg = TrainConfig(batch_size=batch_size, train_samples=train_samples, valid_samples=256, test_samples=512,
+                      seed=seed, **train)
+    data = generator(seed, "data")
+    sets = [IPDDataset.random(n, stim, data) for n in (cfg.train_samples, cfg.valid_samples, cfg.test_samples)]
+    model = IPDNetwork(stim, ModelConfig(backend=backend), generator(seed, "model"))
+    return model, sets, cfg
+
+
+@pytest.mark.slow
+def test_short_training_beats_chance_by_far():
+    model, (train, valid, test), cfg = small_problem(epochs=8, lr=0.01)
+    result = fit(model, train, valid, cfg, generator(0, "train"), progress=False)
+    assert result.epochs_run == 8 and result.history[-1]["loss"] < result.history[0]["loss"]
+    accuracy = evaluate(model, test, 64, generator(0, "eval")).accuracy
+    assert accuracy > 0.35, f"accuracy {accuracy:.3f} (chance 0.083)"
+
+
+def test_restore_best_returns_the_best_epochs_weights():
+    # 16 training samples: the network overfits them and the validation loss rises after a while
+    setup = dict(train_samples=16, batch_size=16, lr=0.02, min_epochs=50)
+    epochs = 4
+    model, (train, valid, _), cfg = small_problem(epochs=epochs, **setup)
+    result = fit(model, train, valid, cfg, generator(0, "train"), progress=False)
+    assert result.restored_best and result.best_epoch < epochs - 1, result.history
+
+    # replaying the same run up to the best epoch, keeping the final weights, lands on the same weights
+    replay, (train, valid, _), cfg_replay = small_problem(epochs=result.best_epoch + 1, restore_best=False, **setup)
+    fit(replay, train, valid, cfg_replay, generator(0, "train"), progress=False)
+    for (name, a), b in zip(model.state_dict().items(), replay.state_dict().values()):
+        assert torch.equal(a, b), name
+
+    final, (train, valid, _), cfg_final = small_problem(epochs=epochs, restore_best=False, **setup)
+    kept = fit(final, train, valid, cfg_final, generator(0, "train"), progress=False)
+    assert not kept.restored_best
+    assert not torch.equal(final.hidden.weight, model.hidden.weight)
+
+
+def test_nan_loss_is_a_clear_error():
+    model, (train, valid, _), cfg = small_problem(epochs=2)
+    with torch.no_grad():
+        model.readout.weight[0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="non-finite at epoch 0"):
+        fit(model, train, valid, cfg, generator(0, "train"), progress=False)
