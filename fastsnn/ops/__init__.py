@@ -93,6 +93,15 @@ def _alpha_tensor(alpha, h: torch.Tensor) -> torch.Tensor:
     return torch.full((n,), value, dtype=state, device=h.device)
 
 
+def _upcast(h: torch.Tensor) -> torch.Tensor:
+    """16-bit inputs run the reference in float32, like the kernels' float32 state."""
+    return h.float() if h.dtype in (torch.bfloat16, torch.float16) else h
+
+
+def _ref_alpha(alpha):
+    return alpha if isinstance(alpha, torch.Tensor) else float(alpha)
+
+
 def _needs_state(h: torch.Tensor, alpha: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and (h.requires_grad or alpha.requires_grad)
 
@@ -112,8 +121,8 @@ def lif(h: torch.Tensor, alpha, *, threshold: float = 1.0, beta: float = 5.0, de
     alpha_t = _alpha_tensor(alpha, h)
     backend = resolve_backend(backend, h.device)
     if backend == "reference":
-        return lif_ref(h, alpha if isinstance(alpha, torch.Tensor) else float(alpha),
-                       threshold=threshold, beta=beta, detach_reset=detach_reset)
+        return lif_ref(_upcast(h), _ref_alpha(alpha), threshold=threshold, beta=beta,
+                       detach_reset=detach_reset).to(h.dtype)
     from . import registry
 
     return registry.lif(h.contiguous(), alpha_t, threshold, beta, bool(detach_reset),
@@ -126,7 +135,7 @@ def leaky_readout(h: torch.Tensor, alpha, *, backend: str = "auto") -> torch.Ten
     alpha_t = _alpha_tensor(alpha, h)
     backend = resolve_backend(backend, h.device)
     if backend == "reference":
-        return leaky_readout_ref(h, alpha if isinstance(alpha, torch.Tensor) else float(alpha))
+        return leaky_readout_ref(_upcast(h), _ref_alpha(alpha)).to(h.dtype)
     from . import registry
 
     return registry.leaky_readout(h.contiguous(), alpha_t, backend)
@@ -142,7 +151,7 @@ def leaky_readout_sum(h: torch.Tensor, alpha, *, backend: str = "auto") -> torch
     alpha_t = _alpha_tensor(alpha, h)
     backend = resolve_backend(backend, h.device)
     if backend == "reference":
-        return leaky_readout_sum_ref(h, alpha if isinstance(alpha, torch.Tensor) else float(alpha))
+        return leaky_readout_sum_ref(_upcast(h), _ref_alpha(alpha)).to(h.dtype)
     from . import registry
 
     return registry.leaky_readout_sum(h.contiguous(), alpha_t, backend).to(h.dtype)

@@ -75,6 +75,9 @@ def _lif_setup(ctx, inputs, output):
 def _lif_backward(ctx, grad_s, grad_u, grad_s8):
     u, s8, alpha = ctx.saved_tensors
     threshold, beta, detach_reset, backend, h_dtype = ctx.args
+    if u.numel() != grad_s.numel():
+        raise RuntimeError("fastsnn::lif ran with save=False (no state for the backward); "
+                           "call fastsnn.lif, which saves whenever a gradient is needed")
     need_dalpha = ctx.needs_input_grad[1]
     dh, dalpha = lif_bwd(grad_s.to(u.dtype).contiguous(), u, s8, alpha, threshold, beta, detach_reset,
                          need_dalpha, backend)

@@ -1,0 +1,56 @@
+"""Timing helpers shared by the benchmark scripts: alternating repeats, medians, machine metadata."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from datetime import date
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def sync(device: str | torch.device = "cpu") -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def alternate(candidates: dict[str, Callable[[], object]], repeats: int, device="cpu", warmup: int = 1) -> dict:
+    """Time each candidate ``repeats`` times, interleaved (A B C A B C ...), so that drifts in the
+    machine's speed hit all of them alike. Returns {name: {"median_s", "q20_s", "q80_s", "runs"}}."""
+    for fn in candidates.values():
+        for _ in range(warmup):
+            fn()
+    sync(device)
+    times = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    out = {}
+    for name, ts in times.items():
+        q = statistics.quantiles(ts, n=5) if len(ts) > 1 else [ts[0]] * 4
+        out[name] = {"median_s": statistics.median(ts), "q20_s": q[0], "q80_s": q[3], "runs": len(ts)}
+    return out
+
+
+def machine() -> dict:
+    info = {"python": platform.python_version(), "torch": str(torch.__version__), "threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine(), "date": date.today().isoformat()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def save(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path

@@ -1,0 +1,61 @@
+"""torch.compile compatibility: the custom ops trace with zero graph breaks and pass opcheck (CPU)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fastsnn.config import ModelConfig, StimulusConfig
+from fastsnn.model import IPDNetwork
+
+TAU5 = math.exp(-1 / 5)
+
+
+def network(backend="cpu", learn_tau=False):
+    stim = StimulusConfig(anf_per_ear=6, steps=25)
+    model = IPDNetwork(stim, ModelConfig(hidden=5, backend=backend, learn_tau=learn_tau),
+                       torch.Generator().manual_seed(0))
+    x = (torch.rand(4, 25, 12, generator=torch.Generator().manual_seed(1)) < 0.4).float()
+    return model, x, torch.tensor([0, 3, 7, 11])
+
+
+def test_network_traces_without_graph_breaks():
+    model, x, _ = network()
+    explanation = torch._dynamo.explain(model)(x)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+
+
+@pytest.mark.parametrize("learn_tau", [False, True])
+def test_compiled_training_step_matches_eager(learn_tau):
+    torch._dynamo.reset()
+    model, x, y = network(learn_tau=learn_tau)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    losses, grads = [], []
+    for fn in (model, compiled):
+        model.zero_grad()
+        loss = F.cross_entropy(fn(x) * 0.01, y)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append([p.grad.clone() for p in model.parameters()])
+    torch.testing.assert_close(losses[0], losses[1], rtol=0, atol=0)
+    for eager, comp in zip(*grads):
+        torch.testing.assert_close(comp, eager, rtol=1e-6, atol=1e-7)
+
+
+def _h(*shape):
+    return (torch.randn(*shape, generator=torch.Generator().manual_seed(3)) * 0.8 + 0.3).requires_grad_()
+
+
+@pytest.mark.parametrize("backend", ["cpu", "triton"])
+def test_opcheck(backend):
+    alpha = torch.full((6,), TAU5, requires_grad=True)
+    for op, args in [
+        (torch.ops.fastsnn.lif.default, (_h(3, 9, 6), alpha, 1.0, 5.0, False, True, backend)),
+        (torch.ops.fastsnn.lif.default, (_h(3, 9, 6), alpha, 0.5, 2.0, True, True, backend)),
+        (torch.ops.fastsnn.lif.default, (_h(3, 9, 6).detach(), alpha.detach(), 1.0, 5.0, False, False, backend)),
+        (torch.ops.fastsnn.leaky_readout.default, (_h(2, 7, 6), alpha, backend)),
+        (torch.ops.fastsnn.leaky_readout_sum.default, (_h(2, 7, 6), alpha, backend)),
+    ]:
+        torch.library.opcheck(op, args)
