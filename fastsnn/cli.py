@@ -1,4 +1,5 @@
-"""The ``fastsnn`` command: ``train`` (the seed experiment by default) and ``evaluate``."""
+"""The ``fastsnn`` command: ``train`` (the seed experiment by default), ``evaluate``, ``sweep`` and
+``sweep-report``."""
 
 from __future__ import annotations
 
@@ -74,7 +75,63 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", choices=DEVICES, default="auto")
     ev.add_argument("--backend", choices=BACKENDS, default=None, help="override the checkpoint's backend")
     ev.add_argument("--out", default=None, help="folder for the results (default: the checkpoint's folder)")
+    sw = sub.add_parser("sweep", conflict_handler="resolve",
+                        help="train and evaluate one model per (grid point, seed); resumable",
+                        description="Train and evaluate one model per point of the grid's cartesian product and "
+                                    "per seed, as `fastsnn train` would, one row each in DIR/results.csv; "
+                                    "the train flags set the base configuration the grid overrides. Running the "
+                                    "same command again skips the rows already there and retries failed ones.")
+    _train_flags(sw)
+    g = sw.add_argument_group("sweep")
+    g.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="a config field and its values (repeatable), e.g. --grid hidden=8,16 "
+                        "--grid dales_law=true,false")
+    g.add_argument("--seed", type=int, default=TrainConfig().seed, help="the first seed")
+    g.add_argument("--seeds", type=int, default=1, help="seeds per point: --seed, --seed + 1, ...")
+    g.add_argument("--out", required=True, metavar="DIR", help="sweep folder: results.csv, runs/<id>/, figures")
+    g.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: in this process, or --workers processes; ray: one Ray task per run")
+    g.add_argument("--workers", type=int, default=None,
+                   help="local: CPU processes at a time (default 1: in this process); ray: CPUs of the local Ray it "
+                        "starts")
+    g.add_argument("--address", default=None,
+                   help="Ray cluster address (default: a running local cluster, else a new one)")
+    g.add_argument("--dry-run", action="store_true", help="list the runs and which are done; train nothing")
+    g.add_argument("--quiet", action="store_true", help="no progress bar over the runs")
+    rep = sub.add_parser("sweep-report", help="redraw a sweep's figures from its results.csv")
+    rep.add_argument("dir", help="the sweep folder")
     return p
+
+
+def _sweep(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from .sweep import parse_grid, plan, report, seeds_of, sweep
+
+    try:
+        base = config_from_args(args)
+        grid, seeds = parse_grid(args.grid), seeds_of(base, args.seeds)
+        if args.dry_run:
+            planned = plan(base, grid, seeds, args.out)
+            for point in planned.points:
+                print(f"{'done' if point.id in planned.done else 'todo'}  {point.id}  {point.name}")
+            print(f"{len(planned.points) // len(seeds)} points x {len(seeds)} seeds = {len(planned.points)} runs: "
+                  f"{len(planned.done)} done, {len(planned.todo)} to run")
+            return 0
+        rows = sweep(base, grid, seeds, args.out, args.executor, args.workers, args.address, progress=not args.quiet)
+    except (ValueError, ImportError, ConnectionError) as err:  # ConnectionError: no Ray cluster at --address
+        p.error(str(err))
+    except KeyboardInterrupt:
+        print(f"interrupted; run the same command again to resume (finished runs are in {args.out}/results.csv)",
+              file=sys.stderr)
+        return 130
+    failed = [row for row in rows if row["status"] != "ok"]
+    for row in failed:
+        print(f"failed: {row['name']}: {row['error']}", file=sys.stderr)
+    print(f"{len(rows) - len(failed)} runs done, {len(failed)} failed; results in {args.out}/results.csv")
+    try:
+        print("\n".join(report(args.out)))
+    except ValueError as err:
+        print(err, file=sys.stderr)
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,6 +150,15 @@ def main(argv: list[str] | None = None) -> int:
               f"train accuracy {100 * metrics['train_accuracy']:.1f}%, error {metrics['train_abs_error_deg']:.1f} deg; "
               f"{metrics['epochs']} epochs in {metrics['wall_seconds']:.1f} s on {metrics['device']} "
               f"({metrics['backend']}); results in {out}")
+    elif args.command == "sweep":
+        return _sweep(p, args)
+    elif args.command == "sweep-report":
+        from .sweep import report
+
+        try:
+            print("\n".join(report(args.dir)))
+        except ValueError as err:
+            p.error(str(err))
     else:
         from .run import evaluate_checkpoint
 

@@ -6,6 +6,7 @@ test_triton_kernels.py; these tests exercise what users call.
 """
 
 import math
+import os
 
 import pytest
 import torch
@@ -14,27 +15,40 @@ from conftest import assert_close
 import fastsnn
 from fastsnn.ops import leaky_readout_ref, leaky_readout_sum_ref, lif_ref, resolve_backend
 
-FAST = ["cpu", "triton"]
 TAU5 = math.exp(-1 / 5)
+# (backend, device) pairs to test: Triton on CPU tensors under the interpreter (CI), on CUDA
+# tensors compiled for the GPU when one is present (run with TRITON_INTERPRET=0 there).
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+FAST = [pytest.param(("cpu", "cpu"), id="cpu")]
+if _INTERPRET:
+    FAST.append(pytest.param(("triton", "cpu"), id="triton-interpret"))
+if torch.cuda.is_available() and not _INTERPRET:
+    FAST.append(pytest.param(("triton", "cuda"), id="triton-cuda"))
 
 
 def rel_err(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
 
 
-def currents(B, T, N, seed=0, contiguous=True, dtype=torch.float32):
+def currents(B, T, N, seed=0, contiguous=True, dtype=torch.float32, device="cpu"):
     g = torch.Generator().manual_seed(seed)
     if contiguous:
         h = torch.randn(B, T, N, generator=g) * 0.8 + 0.3
     else:  # a (B, N, T) buffer seen as (B, T, N): strides (T*N, 1, T)
         h = (torch.randn(B, N, T, generator=g) * 0.8 + 0.3).transpose(1, 2)
-    return h.to(dtype).requires_grad_()
+    return h.to(device, dtype).requires_grad_()
 
 
-def alpha_for(kind, N, seed=1):
+def alpha_for(kind, N, seed=1, device="cpu"):
     if kind == "tensor":
-        return (torch.rand(N, generator=torch.Generator().manual_seed(seed)) * 0.5 + 0.5).requires_grad_()
+        a = torch.rand(N, generator=torch.Generator().manual_seed(seed)) * 0.5 + 0.5
+        return a.to(device).requires_grad_()
     return kind
+
+
+def on_cpu(*tensors):
+    """Detached CPU copies that require grad: the reference runs on them."""
+    return [t.detach().cpu().requires_grad_() if isinstance(t, torch.Tensor) else t for t in tensors]
 
 
 def grads(out, inputs, seed=2):
@@ -52,43 +66,53 @@ CASES = [(3, 63, 30, True, TAU5, 1.0, False), (1, 2, 1, True, "tensor", 1.0, Tru
          (4, 17, 257, False, "tensor", 0.5, False), (64, 3, 5, False, 0.95, 2.0, True), (2, 1, 3, True, TAU5, 1.0, False)]
 
 
-@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("target", FAST)
 @pytest.mark.parametrize("B,T,N,contiguous,alpha,threshold,detach", CASES,
                          ids=[f"B{c[0]}-T{c[1]}-N{c[2]}-{'contig' if c[3] else 'strided'}-a{c[4]}-d{int(c[6])}"
                               for c in CASES])
-def test_lif_matches_reference(backend, B, T, N, contiguous, alpha, threshold, detach):
-    h = currents(B, T, N, contiguous=contiguous)
-    a = alpha_for(alpha, N)
-    expected = lif_ref(h, a, threshold=threshold, detach_reset=detach)
+def test_lif_matches_reference(target, B, T, N, contiguous, alpha, threshold, detach):
+    backend, device = target
+    h = currents(B, T, N, contiguous=contiguous, device=device)
+    a = alpha_for(alpha, N, device=device)
+    h_ref, a_ref = on_cpu(h, a)
+    expected = lif_ref(h_ref, a_ref, threshold=threshold, detach_reset=detach)
     got = fastsnn.lif(h, a, threshold=threshold, detach_reset=detach, backend=backend)
-    assert torch.equal(got, expected)
+    assert torch.equal(got.cpu(), expected)
     if T >= 3:
         assert 0 < expected.mean() < 0.6
-    for name, x, y in zip(["dh", "dalpha"], grads(got, [h, a]), grads(expected, [h, a])):
+    for name, x, y in zip(["dh", "dalpha"], grads(got, [h, a]), grads(expected, [h_ref, a_ref])):
+        x = x.cpu()
         assert rel_err(x, y) < 1e-5 or (x == 0).all() and (y == 0).all(), name
         assert_close(name, x, y, rtol=1e-4, atol=1e-4 * y.abs().max().item())
 
 
-@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("target", FAST)
 @pytest.mark.parametrize("op,ref", [(fastsnn.leaky_readout, leaky_readout_ref),
                                     (fastsnn.leaky_readout_sum, leaky_readout_sum_ref)], ids=["membrane", "sum"])
 @pytest.mark.parametrize("B,T,C,contiguous,alpha", [(3, 63, 12, True, TAU5), (5, 2, 1, False, "tensor"),
                                                      (2, 100, 30, False, 1.0), (1, 1, 4, True, "tensor")])
-def test_readout_matches_reference(backend, op, ref, B, T, C, contiguous, alpha):
-    h = currents(B, T, C, contiguous=contiguous)
-    a = alpha_for(alpha, C)
-    expected, got = ref(h, a), op(h, a, backend=backend)
+def test_readout_matches_reference(target, op, ref, B, T, C, contiguous, alpha):
+    backend, device = target
+    h = currents(B, T, C, contiguous=contiguous, device=device)
+    a = alpha_for(alpha, C, device=device)
+    h_ref, a_ref = on_cpu(h, a)
+    expected, got = ref(h_ref, a_ref), op(h, a, backend=backend)
     assert got.dtype == h.dtype and got.shape == expected.shape
-    assert_close("out", got, expected, rtol=1e-5, atol=1e-5)
-    for name, x, y in zip(["dh", "dalpha"], grads(got, [h, a]), grads(expected, [h, a])):
+    assert_close("out", got.cpu(), expected, rtol=1e-5, atol=1e-5)
+    for name, x, y in zip(["dh", "dalpha"], grads(got, [h, a]), grads(expected, [h_ref, a_ref])):
+        x = x.cpu()
         assert rel_err(x, y) < 1e-5 or (x == 0).all() and (y == 0).all(), name
 
 
-@pytest.mark.parametrize("backend", ["reference", *FAST])
-def test_nan_in_h_propagates_to_later_spikes(backend):
+WITH_REFERENCE = [pytest.param(("reference", "cpu"), id="reference"), *FAST]
+
+
+@pytest.mark.parametrize("target", WITH_REFERENCE)
+def test_nan_in_h_propagates_to_later_spikes(target):
+    backend, device = target
     h = currents(2, 12, 3).detach()
     h[1, 4, 2] = float("nan")
-    s = fastsnn.lif(h, TAU5, backend=backend)
+    s = fastsnn.lif(h.to(device), TAU5, backend=backend).cpu()
     assert torch.isnan(s[1, 6:, 2]).all()  # v_5 is NaN, so s_6 = H(v_5 - 1) on are NaN
     assert not torch.isnan(s[1, :6, 2]).any() and not torch.isnan(s[0]).any() and not torch.isnan(s[1, :, :2]).any()
     assert torch.equal(s.isnan(), fastsnn.lif(h, TAU5, backend="reference").isnan())
@@ -97,18 +121,19 @@ def test_nan_in_h_propagates_to_later_spikes(backend):
 HALF_TOL = {torch.bfloat16: 1e-2, torch.float16: 2e-3}  # dh is rounded once to the input dtype
 
 
-@pytest.mark.parametrize("backend", ["reference", *FAST])
+@pytest.mark.parametrize("target", WITH_REFERENCE)
 @pytest.mark.parametrize("dtype", list(HALF_TOL), ids=str)
-def test_half_precision_inputs(backend, dtype):
+def test_half_precision_inputs(target, dtype):
     # spikes as the float32 reference on the upcast input; dh within one rounding to 16 bits
-    h = currents(3, 40, 7, dtype=dtype)
-    h32 = h.detach().float().requires_grad_()
+    backend, device = target
+    h = currents(3, 40, 7, dtype=dtype, device=device)
+    h32 = h.detach().float().cpu().requires_grad_()
     s = fastsnn.lif(h, TAU5, backend=backend)
     expected = lif_ref(h32, TAU5)
-    assert s.dtype == dtype and torch.equal(s.float(), expected)
+    assert s.dtype == dtype and torch.equal(s.float().cpu(), expected)
     (dh,) = grads(s.float(), [h])
     (dh_ref,) = grads(expected, [h32])
-    assert dh.dtype == dtype and rel_err(dh, dh_ref) < HALF_TOL[dtype]
+    assert dh.dtype == dtype and rel_err(dh.cpu(), dh_ref) < HALF_TOL[dtype]
 
 
 def saved_bytes(fn) -> int:
@@ -124,25 +149,27 @@ def saved_bytes(fn) -> int:
     return sum(seen.values())
 
 
-@pytest.mark.parametrize("backend", FAST)
-def test_saves_five_bytes_per_element(backend):
+@pytest.mark.parametrize("target", FAST)
+def test_saves_five_bytes_per_element(target):
     # the reference's autograd keeps ~3 float32 per element and step (alpha v + h, 1 - s, v - 1)
+    backend, device = target
     B, T, N = 8, 50, 30
-    h = currents(B, T, N)
+    h = currents(B, T, N, device=device)
     ref = saved_bytes(lambda: lif_ref(h, TAU5))
     fast = saved_bytes(lambda: fastsnn.lif(h, TAU5, backend=backend))
     assert fast <= B * T * N * 5 + 8 * N  # u (float32) + s8 (uint8) + alpha
     assert 2 * fast <= ref, (fast, ref)
 
 
-@pytest.mark.parametrize("backend", FAST)
-def test_inference_saves_nothing(backend):
-    h = currents(2, 9, 4)
+@pytest.mark.parametrize("target", FAST)
+def test_inference_saves_nothing(target):
+    backend, device = target
+    h = currents(2, 9, 4, device=device)
     with torch.no_grad():
         assert saved_bytes(lambda: fastsnn.lif(h, TAU5, backend=backend)) == 0
     from fastsnn.ops import registry
 
-    _, u, s8 = registry.lif(h.detach(), torch.full((4,), TAU5), 1.0, 5.0, False, False, backend)
+    _, u, s8 = registry.lif(h.detach(), torch.full((4,), TAU5, device=device), 1.0, 5.0, False, False, backend)
     assert u.numel() == 0 and s8.numel() == 0
 
 
@@ -177,6 +204,6 @@ def test_backend_resolution(monkeypatch):
     assert resolve_backend("auto", torch.device("cuda")) == "triton"
     with pytest.raises(ValueError, match="backend 'cpu' runs on CPU tensors"):
         resolve_backend("cpu", torch.device("cuda"))
-    monkeypatch.delenv("TRITON_INTERPRET")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(ValueError, match="set TRITON_INTERPRET=1"):
         resolve_backend("triton", torch.device("cpu"))

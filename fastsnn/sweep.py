@@ -1,0 +1,453 @@
+"""Sweeps: one trained and evaluated model per (grid point, seed), one row each in ``results.csv``.
+
+A sweep folder ``DIR`` holds:
+
+- ``results.csv``: one row per finished (point, seed), in :data:`COLUMNS` order (every config field,
+  the test and train metrics, wall time, peak memory, where it ran, ``status`` ok/failed, ``error``).
+  Only the driver writes it, one whole line per ``write`` on an ``O_APPEND`` descriptor followed by
+  ``fsync``, so a kill loses at most the runs in flight; a last line cut short is dropped on the next run.
+- ``runs/<id>/``: each run's full folder, as ``fastsnn train`` writes it.
+- ``sweep.json``: the base configuration, the grid and the seeds of the last invocation.
+- ``heatmap.png``, ``accuracy_vs_hidden.png``, ``walltime_vs_size.png`` (:mod:`fastsnn.sweep_plots`).
+
+A point's ``id`` is a hash of its full configuration, seed included, so rerunning a command skips the
+rows already there, a grown grid runs only its new points, and a failed row is retried.
+
+Executors: ``local`` runs in this process (``workers=1``) or in ``workers`` fresh spawned processes with
+``cores // workers`` torch threads each; ``ray`` runs one Ray task per point (one GPU per task when the
+cluster has GPUs) on an existing cluster or a local one. On a multi-node cluster every node needs fastsnn
+installed and ``DIR`` on a file system they all see: the workers write the run folders, the driver
+writes ``results.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import hashlib
+import io
+import itertools
+import json
+import multiprocessing
+import os
+import shutil
+import socket
+from contextlib import contextmanager
+from dataclasses import dataclass, fields, replace
+from datetime import datetime
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numba
+import torch
+from tqdm.auto import tqdm
+
+from . import sweep_plots
+from .config import ModelConfig, RunConfig, StimulusConfig, TrainConfig
+from .run import resolve_device, train_run
+
+EXECUTORS = ("local", "ray")
+_SECTIONS = {"stimulus": StimulusConfig, "model": ModelConfig, "train": TrainConfig}
+# field name -> (config section, annotation such as "int" or "float | None")
+FIELDS = {f.name: (section, f.type) for section, kind in _SECTIONS.items() for f in fields(kind)}
+METRICS = ("test_accuracy", "test_abs_error_deg", "train_accuracy", "train_abs_error_deg", "epochs_run", "best_epoch",
+           "wall_seconds", "peak_rss_mib", "peak_cuda_mib", "device_used", "backend_used", "threads_used", "host",
+           "finished", "status", "error")
+COLUMNS = ("id", "name", *FIELDS, *METRICS)
+_HEADER = ",".join(COLUMNS) + "\n"
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+@dataclass(frozen=True)
+class Point:
+    """One (grid point, seed): ``id`` names its run folder, ``name`` lists its grid values and seed."""
+
+    id: str
+    name: str
+    config: RunConfig
+
+
+def _parse_value(key: str, text: str):
+    kind = FIELDS[key][1]
+    base = kind.removesuffix(" | None")
+    word = text.strip()
+    if base != kind and word.lower() == "none":
+        return None
+    if base == "bool":
+        if word.lower() not in _TRUE + _FALSE:
+            raise ValueError(f"--grid {key}: {text!r} is not a boolean; use true/false (or 1/0)")
+        return word.lower() in _TRUE
+    if base in ("int", "float"):
+        try:
+            return int(word) if base == "int" else float(word)
+        except ValueError:
+            raise ValueError(f"--grid {key}: {text!r} is not {'an integer' if base == 'int' else 'a number'}") from None
+    return word
+
+
+def parse_grid(specs: Sequence[str]) -> dict[str, list]:
+    """``["hidden=8,16", "dales-law=true,false"]`` -> ``{"hidden": [8, 16], "dales_law": [True, False]}``.
+
+    Keys are config field names (dashes read as underscores) except ``seed``; values are parsed with
+    the field's type. Raises ``ValueError`` naming the bad spec.
+    """
+    grid: dict[str, list] = {}
+    for spec in specs:
+        key, sep, values = spec.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise ValueError(f"--grid {spec!r}: expected KEY=V1,V2,... (e.g. hidden=8,16,32)")
+        if key == "seed":
+            raise ValueError("--grid seed: the seeds come from --seed (the first) and --seeds N (how many)")
+        if key not in FIELDS:
+            valid = ", ".join(sorted(set(FIELDS) - {"seed"}))
+            raise ValueError(f"--grid {spec!r}: unknown key {key!r}; valid keys: {valid}")
+        if key in grid:
+            raise ValueError(f"--grid {key} given twice; list all its values in one --grid {key}=V1,V2,...")
+        texts = values.split(",")
+        if any(not t.strip() for t in texts):
+            raise ValueError(f"--grid {spec!r}: empty value; expected {key}=V1,V2,... with no empty item")
+        parsed = []
+        for text in texts:
+            value = _parse_value(key, text)
+            if value not in parsed:
+                parsed.append(value)
+        grid[key] = parsed
+    return grid
+
+
+def point_id(config: RunConfig) -> str:
+    """12 hex digits of the SHA-1 of the full configuration (seed included)."""
+    return hashlib.sha1(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _flat(config: dict) -> dict:
+    return {key: value for section in config.values() for key, value in section.items()}
+
+
+def expand(base: RunConfig, grid: dict[str, list], seeds: Sequence[int]) -> list[Point]:
+    """The cartesian product of ``grid`` times ``seeds`` as validated points, seed-major (every point of the
+    first seed, then of the next), so that a sweep cut short has covered the grid once."""
+    points = []
+    for seed, values in itertools.product(seeds, itertools.product(*grid.values())):
+        overrides = {**dict(zip(grid, values)), "seed": seed}
+        name = ",".join(f"{key}={value}" for key, value in overrides.items())
+        changes: dict[str, dict] = {section: {} for section in _SECTIONS}
+        for key, value in overrides.items():
+            changes[FIELDS[key][0]][key] = value
+        try:
+            config = RunConfig(**{s: replace(getattr(base, s), **c) for s, c in changes.items()})
+        except ValueError as err:
+            raise ValueError(f"grid point {name}: {err}") from None
+        points.append(Point(point_id(config), name, config))
+    return points
+
+
+def seeds_of(base: RunConfig, count: int) -> list[int]:
+    """``count`` seeds starting at the base config's seed."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"--seeds must be an integer >= 1, got {count!r}")
+    return list(range(base.train.seed, base.train.seed + count))
+
+
+# results.csv ------------------------------------------------------------------------------------------
+
+def read_results(path: Path) -> list[dict]:
+    """The rows of a ``results.csv`` (all strings), oldest first; a last line cut short is ignored."""
+    text = Path(path).read_text() if Path(path).is_file() else ""
+    return list(csv.DictReader(io.StringIO(text[: text.rfind("\n") + 1])))
+
+
+def finished(rows: list[dict]) -> list[dict]:
+    """The ``status == "ok"`` rows, the latest one per id."""
+    return list({row["id"]: row for row in rows if row["status"] == "ok"}.values())
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _prepare_results(path: Path) -> None:
+    """Create ``results.csv`` with its header, or drop a last line cut short by a kill."""
+    text = path.read_text() if path.is_file() else ""
+    complete = text[: text.rfind("\n") + 1] or _HEADER
+    if not complete.startswith(_HEADER):
+        raise ValueError(f"{path} has other columns than this fastsnn version writes; use another --out")
+    if complete != text:
+        _write_atomic(path, complete)
+
+
+def _append(path: Path, row: dict) -> None:
+    buf = io.StringIO()
+    csv.DictWriter(buf, COLUMNS, lineterminator="\n").writerow(row)
+    line = buf.getvalue().encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        if os.write(fd, line) != len(line):
+            raise OSError(f"short write to {path}")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# one point --------------------------------------------------------------------------------------------
+
+def _reset_peak_rss() -> None:
+    """Restart the kernel's record of this process's peak resident memory (Linux >= 4.0; else a no-op)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_mib() -> float:
+    """Peak resident memory since the last :func:`_reset_peak_rss` (Linux), else since the process began."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # bytes on macOS
+
+
+def _row(point: Point, **values) -> dict:
+    return {"id": point.id, "name": point.name, **_flat(point.config.to_dict()), "host": socket.gethostname(),
+            "finished": datetime.now().isoformat(timespec="seconds"), **values}
+
+
+def _failed(point: Point, message: str, **values) -> dict:
+    """A ``status="failed"`` row; the message on one line, at most 1000 characters."""
+    return _row(point, status="failed", error=" ".join(message.split())[:1000], **values)
+
+
+def run_point(point: Point, runs_dir: str, threads: int | None = None) -> dict:
+    """Train and evaluate ``point`` in this process exactly as ``fastsnn train`` would, into
+    ``runs_dir/<id>/``; return its results row. An exception becomes a ``status="failed"`` row.
+
+    ``threads`` sets torch's CPU threads first (the point's own ``threads`` field, if set, wins).
+    ``peak_rss_mib``: peak resident memory of this process during the run; ``peak_cuda_mib``: peak
+    memory torch allocated on the GPU (empty on CPU).
+    """
+    # Starting numba's OpenMP threads (which the first CPU kernel launch would do) resets torch's thread
+    # count to numba's pool size; start them first so that the thread count set here holds for the run.
+    numba.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    out = Path(runs_dir) / point.id
+    shutil.rmtree(out, ignore_errors=True)
+    _reset_peak_rss()
+    try:
+        device = resolve_device(point.config.train.device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        m = train_run(point.config, out, progress=False)
+    except Exception as err:  # the row records it; the next run of the sweep retries the point
+        return _failed(point, f"{type(err).__name__}: {err}", peak_rss_mib=round(_peak_rss_mib(), 1))
+    cuda_mib = round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None
+    return _row(point, **{k: m[k] for k in ("test_accuracy", "test_abs_error_deg", "train_accuracy",
+                                            "train_abs_error_deg", "best_epoch")},
+                epochs_run=m["epochs"], wall_seconds=round(m["wall_seconds"], 3),
+                peak_rss_mib=round(_peak_rss_mib(), 1), peak_cuda_mib=cuda_mib,
+                device_used=m["device"], backend_used=m["backend"], threads_used=m["threads"], status="ok", error="")
+
+
+# executors --------------------------------------------------------------------------------------------
+
+def _in_process(points: list[Point], runs_dir: str) -> Iterator[dict]:
+    for point in points:
+        yield run_point(point, runs_dir)
+
+
+def _child(conn, point: Point, runs_dir: str, threads: int) -> None:
+    conn.send(run_point(point, runs_dir, threads))
+    conn.close()
+
+
+def _in_processes(points: list[Point], runs_dir: str, workers: int) -> Iterator[dict]:
+    """Each point in a fresh spawned process, ``workers`` at a time, ``cores // workers`` threads each."""
+    ctx = multiprocessing.get_context("spawn")
+    threads = max(1, len(os.sched_getaffinity(0)) // workers)
+    waiting, running = list(reversed(points)), {}
+    try:
+        while waiting or running:
+            while waiting and len(running) < workers:
+                point = waiting.pop()
+                reader, writer = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_child, args=(writer, point, runs_dir, threads), daemon=True)
+                proc.start()
+                writer.close()
+                running[reader] = (proc, point)
+            for reader in wait(list(running)):
+                proc, point = running.pop(reader)
+                try:
+                    row = reader.recv()
+                except EOFError:
+                    proc.join()
+                    row = _failed(point, f"worker process died with exit code {proc.exitcode} (out of memory?)")
+                reader.close()
+                proc.join()
+                yield row
+    finally:
+        for proc, _ in running.values():
+            proc.terminate()
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("--executor ray needs Ray: pip install 'fastsnn[ray]'") from None
+    return ray
+
+
+def _on_ray(ray, points: list[Point], runs_dir: str, address: str | None, workers: int | None) -> Iterator[dict]:
+    """One Ray task per point (``threads`` CPUs, or 1; one GPU when the cluster has any and the point
+    may use it); the rows come back to this driver as the tasks finish."""
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False,
+                 **({"num_cpus": workers} if workers is not None else {}))
+    pending = {}
+    try:
+        has_gpus = ray.cluster_resources().get("GPU", 0) > 0
+        task = ray.remote(run_point)
+        for point in points:
+            cpus = point.config.train.threads or 1
+            gpus = 1 if has_gpus and point.config.train.device != "cpu" else 0
+            pending[task.options(num_cpus=cpus, num_gpus=gpus).remote(point, runs_dir, cpus)] = point
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                point = pending.pop(ref)
+                try:
+                    row = ray.get(ref)
+                except ray.exceptions.RayError as err:
+                    row = _failed(point, f"Ray: {err}")
+                yield row
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        if started:
+            ray.shutdown()
+
+
+# the sweep --------------------------------------------------------------------------------------------
+
+@contextmanager
+def _locked(out: Path):
+    with open(out / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"another sweep is running in {out}") from None
+        yield
+
+
+def _check_base(out: Path, base: RunConfig, grid: dict[str, list]) -> None:
+    """Refuse a base config that differs from the one ``out`` was swept with, outside the grid and seed."""
+    path = out / "sweep.json"
+    if not path.is_file():
+        return
+    theirs, mine = _flat(json.loads(path.read_text())["base"]), _flat(base.to_dict())
+    differ = [key for key in mine if key not in grid and key != "seed" and theirs.get(key) != mine[key]]
+    if differ:
+        listed = ", ".join(f"{key} ({theirs.get(key)!r} there, {mine[key]!r} now)" for key in differ)
+        raise ValueError(f"{out} holds a sweep whose base configuration differs in {listed}; "
+                         "pass the same flags, put the field in a --grid, or use another --out")
+
+
+@dataclass
+class Plan:
+    """The points of a sweep and the ids ``results.csv`` already holds as finished."""
+
+    points: list[Point]
+    done: set[str]
+
+    @property
+    def todo(self) -> list[Point]:
+        return [p for p in self.points if p.id not in self.done]
+
+
+def plan(base: RunConfig, grid: dict[str, list], seeds: Sequence[int], out: Path) -> Plan:
+    """Expand the grid and read what ``out`` already holds (raises ValueError on a bad grid or base)."""
+    points = expand(base, grid, seeds)
+    out = Path(out)
+    _check_base(out, base, grid)
+    ids = {p.id for p in points}
+    return Plan(points, {row["id"] for row in finished(read_results(out / "results.csv"))} & ids)
+
+
+def sweep(base: RunConfig, grid: dict[str, list], seeds: Sequence[int], out: Path, executor: str = "local",
+          workers: int | None = None, address: str | None = None, progress: bool = True) -> list[dict]:
+    """Run every (point, seed) not yet finished in ``out/results.csv``, appending a row as each ends;
+    return the new rows (:func:`report` then draws the figures). ``workers``: processes of the local
+    executor (default 1: in this process), or the CPUs of the local Ray the ray executor starts.
+    ``address``: the Ray cluster (default: a running local one, else a new one)."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"--workers must be an integer >= 1, got {workers!r}")
+    if address is not None and executor != "ray":
+        raise ValueError("--address is for --executor ray")
+    if address is not None and workers is not None:
+        raise ValueError("--workers sets the CPUs of a local Ray; a cluster at --address has its own")
+    ray = _import_ray() if executor == "ray" else None
+    points = expand(base, grid, seeds)  # a bad grid fails before anything is written
+    if executor == "local" and (workers or 1) > 1 and any(resolve_device(p.config.train.device).type == "cuda"
+                                                           for p in points):
+        raise ValueError("--workers > 1 runs CPU processes; on a GPU sweep with --workers 1 "
+                         "(or --executor ray, one GPU per task), or pass --device cpu")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs_dir = str((out / "runs").resolve())
+    results = out / "results.csv"
+    rows = []
+    with _locked(out):
+        todo = plan(base, grid, seeds, out).todo
+        _write_atomic(out / "sweep.json", json.dumps({"base": base.to_dict(), "grid": grid, "seeds": list(seeds)},
+                                                     indent=2) + "\n")
+        _prepare_results(results)
+        if ray is not None:
+            stream = _on_ray(ray, todo, runs_dir, address, workers)
+        elif (workers or 1) > 1:
+            stream = _in_processes(todo, runs_dir, workers)
+        else:
+            stream = _in_process(todo, runs_dir)
+        with tqdm(total=len(todo), desc="sweep", unit="run", disable=not progress) as bar:
+            for row in stream:
+                _append(results, row)
+                rows.append(row)
+                bar.set_postfix_str(f"{row['name']}: " + (f"{100 * row['test_accuracy']:.1f}%"
+                                                          if row["status"] == "ok" else "failed"))
+                bar.update()
+    return rows
+
+
+def varying(rows: list[dict]) -> list[str]:
+    """Config fields other than seed, anf_per_ear and hidden that take more than one value in ``rows``."""
+    return [key for key in FIELDS if key not in ("seed", "anf_per_ear", "hidden")
+            and len({row[key] for row in rows}) > 1]
+
+
+def report(out: Path) -> list[str]:
+    """(Re)draw the figures of ``out`` from its ``results.csv``; return one summary line per point
+    (mean over seeds). Raises ``ValueError`` when it holds no finished run."""
+    out = Path(out)
+    results = out / "results.csv"
+    if not results.is_file():
+        raise ValueError(f"{results} does not exist")
+    rows = finished(read_results(results))
+    if not rows:
+        raise ValueError(f"{results} holds no finished run")
+    group_by = varying(rows)
+    sweep_plots.draw(rows, group_by, out)
+    return sweep_plots.summary(rows, group_by)

@@ -1,0 +1,226 @@
+"""fastsnn sweep: a tiny grid with each executor (in this process, worker processes, Ray) gives the same
+rows as `fastsnn train`; a run killed mid-sweep resumes with every row once; a grown grid adds only its
+new points; bad grid specs fail clearly; sweep-report redraws the figures from a results file."""
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from fastsnn.cli import main
+from fastsnn.config import RunConfig
+from fastsnn.sweep import COLUMNS, read_results
+from fastsnn.sweep_plots import FIGURES
+
+# threads=1 keeps the runs bit-identical whichever process runs them
+TINY = ["--epochs", "1", "--train-batches", "1", "--test-batches", "1", "--batch-size", "8", "--threads", "1",
+        "--quiet"]
+GRID = ["--grid", "anf-per-ear=4,6", "--grid", "hidden=3"]
+NAMES = {f"anf_per_ear={a},hidden=3,seed={s}" for a in (4, 6) for s in (0, 1)}
+METRICS = ("test_accuracy", "test_abs_error_deg", "train_accuracy", "epochs_run")
+
+
+def sweep_args(out, *extra, grid=GRID, seeds=2):
+    return ["sweep", *TINY, *grid, "--seeds", str(seeds), "--out", str(out), *extra]
+
+
+def rows_by_name(out) -> dict[str, dict]:
+    rows = read_results(out / "results.csv")
+    names = [row["name"] for row in rows]
+    assert len(names) == len(set(names)), f"a row appears twice: {sorted(names)}"
+    return {row["name"]: row for row in rows}
+
+
+def assert_same_results(rows: dict[str, dict], expected: dict[str, dict]):
+    for name, row in rows.items():
+        assert row["status"] == "ok", (name, row["error"])
+        assert row["id"] == expected[name]["id"], name
+        for key in METRICS:
+            assert row[key] == expected[name][key], (name, key, row[key], expected[name][key])
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("local") / "sweep"
+    assert main(sweep_args(out)) == 0
+    return out
+
+
+def test_local_sweep_writes_rows_runs_and_figures(local_sweep, tmp_path):
+    assert (local_sweep / "results.csv").read_text().partition("\n")[0] == ",".join(COLUMNS)
+    rows = rows_by_name(local_sweep)
+    assert set(rows) == NAMES
+    for name, row in rows.items():
+        assert row["status"] == "ok" and row["error"] == "", (name, row["error"])
+        assert float(row["peak_rss_mib"]) > 0 and float(row["wall_seconds"]) > 0
+        assert (row["device_used"], row["epochs_run"], row["peak_cuda_mib"]) == ("cpu", "1", "")
+        metrics = json.loads((local_sweep / "runs" / row["id"] / "metrics.json").read_text())
+        assert repr(metrics["test_accuracy"]) == row["test_accuracy"]
+        config = RunConfig.from_dict(json.loads((local_sweep / "runs" / row["id"] / "config.json").read_text()))
+        s, m, t = config.stimulus, config.model, config.train
+        assert f"anf_per_ear={s.anf_per_ear},hidden={m.hidden},seed={t.seed}" == name
+    for name in FIGURES:
+        assert (local_sweep / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    # a point trains exactly as `fastsnn train` with the same flags
+    assert main(["train", *TINY, "--anf-per-ear", "6", "--hidden", "3", "--seed", "1", "--out", str(tmp_path)]) == 0
+    trained = json.loads((tmp_path / "metrics.json").read_text())
+    assert repr(trained["test_accuracy"]) == rows["anf_per_ear=6,hidden=3,seed=1"]["test_accuracy"]
+
+
+def test_rerun_skips_done_rows_and_a_grown_grid_adds_only_new_points(local_sweep, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    shutil.copytree(local_sweep, out)
+    before = rows_by_name(out)
+    with open(out / "results.csv", "a") as f:
+        f.write("0123abcd,\"anf_per_ear=9")  # a row cut short by a kill
+    assert main(sweep_args(out)) == 0
+    assert "0 runs done, 0 failed" in capsys.readouterr().out
+    assert rows_by_name(out) == before and (out / "results.csv").read_text().endswith("\n")
+
+    assert main(sweep_args(out, grid=["--grid", "anf-per-ear=4,6,8", "--grid", "hidden=3"])) == 0
+    after = rows_by_name(out)
+    assert set(after) - set(before) == {"anf_per_ear=8,hidden=3,seed=0", "anf_per_ear=8,hidden=3,seed=1"}
+    assert {name: after[name] for name in before} == before
+
+    with pytest.raises(SystemExit):  # a changed base config would mix two sweeps in one folder
+        main(sweep_args(out, "--lr", "0.01"))
+    assert "base configuration differs in lr (0.005 there, 0.01 now)" in capsys.readouterr().err
+
+
+def test_a_failed_point_is_recorded_and_retried(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("needs a point that fails: device=cuda on a machine without CUDA")
+    out = tmp_path / "sweep"
+    args = sweep_args(out, grid=["--grid", "anf-per-ear=4", "--grid", "hidden=3", "--grid", "device=cpu,cuda"],
+                      seeds=1)
+    assert main(args) == 1
+    assert "failed: anf_per_ear=4,hidden=3,device=cuda,seed=0: ValueError: device 'cuda'" in capsys.readouterr().err
+    first = read_results(out / "results.csv")
+    assert [row["status"] for row in first] == ["ok", "failed"]
+    assert main(args) == 1  # the failed point runs again, the finished one does not
+    again = read_results(out / "results.csv")
+    assert again[:2] == first and [(row["name"], row["status"]) for row in again[2:]] == [(first[1]["name"], "failed")]
+
+
+def test_resume_after_a_kill_gives_every_row_once(local_sweep, tmp_path):
+    out = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, "-m", "fastsnn", *sweep_args(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not read_results(out / "results.csv") and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    finished_before = len(read_results(out / "results.csv"))
+    assert 1 <= finished_before < len(NAMES), f"the kill came after {finished_before} rows"
+    assert main(sweep_args(out)) == 0
+    rows = rows_by_name(out)
+    assert set(rows) == NAMES
+    assert_same_results(rows, rows_by_name(local_sweep))
+
+
+def test_local_worker_processes_match_in_process(local_sweep, tmp_path):
+    out = tmp_path / "sweep"
+    assert main(sweep_args(out, "--workers", "2", seeds=1)) == 0
+    rows = rows_by_name(out)
+    assert set(rows) == {name for name in NAMES if name.endswith("seed=0")}
+    assert all(row["threads_used"] == "1" and float(row["peak_rss_mib"]) > 0 for row in rows.values())
+    assert_same_results(rows, rows_by_name(local_sweep))
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_executor_matches_local(local_sweep, ray_cluster, tmp_path):
+    out = tmp_path / "sweep"
+    assert main(sweep_args(out, "--executor", "ray")) == 0
+    rows = rows_by_name(out)
+    assert set(rows) == NAMES
+    assert_same_results(rows, rows_by_name(local_sweep))
+    assert all((out / "runs" / row["id"] / "checkpoint.pt").is_file() for row in rows.values())
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--grid", "hiden=3"], r"unknown key 'hiden'; valid keys: .*\bhidden\b"),
+    (["--grid", "hidden="], "empty value"),
+    (["--grid", "hidden=3,,5"], "empty value"),
+    (["--grid", "hidden=2.5"], "--grid hidden: '2.5' is not an integer"),
+    (["--grid", "lr=fast"], "--grid lr: 'fast' is not a number"),
+    (["--grid", "dales_law=maybe"], "--grid dales_law: 'maybe' is not a boolean"),
+    (["--grid", "hidden"], "expected KEY=V1,V2,..."),
+    (["--grid", "seed=1,2"], "--seeds N"),
+    (["--grid", "hidden=3", "--grid", "hidden=4"], "--grid hidden given twice"),
+    (["--grid", "hidden=0,3"], "grid point hidden=0,seed=0: hidden must be an integer >= 1"),
+    (["--grid", "backend=fpga"], "backend must be one of"),
+    (["--seeds", "0"], "--seeds must be an integer >= 1"),
+    (["--address", "localhost:6379"], "--address is for --executor ray"),
+], ids=["unknown-key", "no-values", "empty-value", "int-2.5", "float-word", "bool-word", "no-equals", "seed",
+        "twice", "invalid-point", "bad-choice", "seeds-0", "address-local"])
+def test_bad_sweep_specs(flags, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["sweep", "--out", str(tmp_path / "sweep"), *flags])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: fastsnn" in err
+    assert __import__("re").search(message, err), err
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_ray_executor_without_ray(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    with pytest.raises(SystemExit):
+        main(["sweep", "--executor", "ray", "--out", str(tmp_path / "sweep")])
+    assert "pip install 'fastsnn[ray]'" in capsys.readouterr().err
+
+
+def test_dry_run_lists_runs_and_what_is_done(local_sweep, capsys):
+    assert main(sweep_args(local_sweep, "--dry-run", grid=["--grid", "anf-per-ear=4,8", "--grid", "hidden=3"])) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert sorted(line.split()[0] + " " + line.split()[2] for line in lines[:-1]) == [
+        "done anf_per_ear=4,hidden=3,seed=0", "done anf_per_ear=4,hidden=3,seed=1",
+        "todo anf_per_ear=8,hidden=3,seed=0", "todo anf_per_ear=8,hidden=3,seed=1"]
+    assert lines[-1] == "2 points x 2 seeds = 4 runs: 2 done, 2 to run"
+
+
+def _results_file(path, points):
+    """A results.csv of made-up runs: (overrides, test accuracy, status) per row; the last line cut short."""
+    defaults = {k: v for section in RunConfig().to_dict().values() for k, v in section.items()}
+    lines = [",".join(COLUMNS)]
+    for i, (overrides, accuracy, status) in enumerate(points):
+        row = {**defaults, **overrides, "id": f"{i:012x}", "name": f"point{i}", "test_accuracy": accuracy,
+               "test_abs_error_deg": 10 * (1 - accuracy), "wall_seconds": 1 + overrides.get("hidden", 30) / 8,
+               "status": status}
+        lines.append(",".join("" if row.get(c) is None else str(row.get(c, "")) for c in COLUMNS))
+    path.write_text("\n".join(lines) + "\n" + lines[-1][:20])
+
+
+@pytest.mark.parametrize("points,summaries", [
+    ([({"anf_per_ear": a, "hidden": h, "seed": s, "lr": lr}, 0.5 + 0.001 * h + 0.01 * s, "ok")
+      for a in (10, 20) for h in (8, 16, 64) for s in (0, 1) for lr in (0.005, 0.01)], 12),
+    ([({"hidden": h, "seed": 0}, 0.3 + 0.01 * h, "ok") for h in (8, 16)] + [({"hidden": 32}, 0, "failed")], 2),
+], ids=["two-axes-and-lr", "only-hidden"])
+def test_sweep_report_redraws_figures(points, summaries, tmp_path, capsys):
+    _results_file(tmp_path / "results.csv", points)
+    assert main(["sweep-report", str(tmp_path)]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == summaries
+    for name in FIGURES:
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_sweep_report_without_finished_runs(tmp_path, capsys):
+    _results_file(tmp_path / "results.csv", [({"hidden": 8}, 0, "failed")])
+    with pytest.raises(SystemExit):
+        main(["sweep-report", str(tmp_path)])
+    assert "holds no finished run" in capsys.readouterr().err
