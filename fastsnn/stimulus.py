@@ -12,8 +12,9 @@ while the phase ``offset ~ U(0, 1)`` is redrawn for every pass over the set
 (or every batch). Instead of holding ``samples x T x inputs`` floats, ``u`` is
 regenerated on demand from a counter-based hash: ``u = fmix32(key_s ^ c_ti)``
 with a 32-bit key per sample and a fixed per-(t, i) table, so a set costs 4
-bytes per sample and any batch is regenerated on the run's device, bit for bit
-the same on CPU and GPU.
+bytes per sample and any batch is regenerated on the run's device (a fused
+numba kernel on the CPU, torch ops elsewhere); the noise is the same integers
+on every device.
 """
 
 from __future__ import annotations
@@ -115,9 +116,18 @@ class IPDDataset:
     def spikes(self, index: torch.Tensor, offset: float) -> torch.Tensor:
         """(n, T, inputs) float32 0/1 spikes of the samples ``index`` (a (n,) tensor) at phase ``offset``."""
         index = index.to(self.device)
+        prob = self.spike_probability(index, offset)
+        if self.device.type == "cpu":
+            from .cpu.stimulus import poisson_spikes
+
+            return poisson_spikes(self._keys[index], self._table, prob)
+        return self.spikes_torch(index, prob)
+
+    def spikes_torch(self, index: torch.Tensor, prob: torch.Tensor) -> torch.Tensor:
+        """The device-generic path of :meth:`spikes` (the CPU uses a fused kernel that equals it)."""
         bits = fmix32(torch.bitwise_xor(self._keys[index, None, None], self._table), final_shift=False)
         u24 = _shr(bits, 8)  # the top 24 bits: u = u24 / 2^24 is uniform in [0, 1)
-        return (u24 < self.spike_probability(index, offset) * 2.0**24).float()
+        return (u24 < prob * 2.0**24).float()
 
     def batches(self, batch_size: int, generator: torch.Generator, shuffle: bool = True) -> Iterator[Batch]:
         """One pass over the set in batches (the last one may be smaller), drawing the phase offset(s)."""

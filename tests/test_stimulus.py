@@ -134,3 +134,13 @@ def test_random_ipds_are_uniform_in_range():
     assert data.ipd.min() >= -math.pi / 2 and data.ipd.max() < math.pi / 2
     counts = torch.bincount(data.labels, minlength=12).double()
     assert (counts - 20000 / 12).abs().max() < 5 * math.sqrt(20000 / 12)
+
+
+@pytest.mark.parametrize("anf", [1, 37, 100])
+def test_cpu_kernel_equals_the_torch_path(anf):
+    data = dataset(300, anf_per_ear=anf)
+    index = torch.randperm(300, generator=torch.Generator().manual_seed(5))[:77]
+    prob = data.spike_probability(index, 0.61)
+    fused = data.spikes(index, 0.61)
+    assert torch.equal(fused, data.spikes_torch(index, prob))
+    assert 0.15 < fused.mean() < 0.3
