@@ -1,0 +1,65 @@
+"""Numba CPU kernels for fastsnn, shipped as ``fastsnn.cpu``.
+
+Each module holds one op: its forward and backward ``@njit(parallel=True)``
+kernels, then their host launchers, with the signatures of
+``docs/kernel_contract.md``. Each ``prange`` iteration owns one lane: a batch
+row and a block of neighbouring neurons. It walks time inside the lane with the
+block's neurons innermost, so memory is read in contiguous runs and the neuron
+loop compiles to SIMD (a lane per single neuron, striding through time, was
+measured up to 4x slower: ``bench/cpu_candidates.py``). State is float32, or
+float64 for float64 input; bfloat16/float16 inputs are upcast to float32 by
+the launcher. Nothing here is imported by ``import fastsnn``.
+
+Launchers hand numba zero-copy ``.numpy()`` views of contiguous tensors that
+were allocated with ``torch.empty``. Every launch first sets numba's thread
+count to ``torch.get_num_threads()`` (capped at numba's pool size). Numba
+picks its threading layer itself (tbb if installed, else omp: a second GNU
+OpenMP pool beside torch's). The two pools take turns, never run at once, and
+alternating them measured no slowdown; calls from several Python threads at
+once are safe with tbb and omp (not with workqueue). As with torch's own
+OpenMP, a ``fork()``ed child must not run kernels once its parent has (numba's
+omp layer terminates it): give such workers the spawn or forkserver method.
+
+The first call per dtype compiles a kernel (1-4 s each on 2 cores); the result
+is cached on disk: in ``NUMBA_CACHE_DIR`` if set, else ``__pycache__`` here,
+else numba's user cache directory (``~/.cache/numba``). Where none is writable
+kernels compile in every process instead of failing at import.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import torch
+
+
+def cpu_kernel(fn):
+    """``numba.njit(parallel=True, cache=True, fastmath=False)``; uncached where numba has nowhere to write."""
+    try:
+        return numba.njit(parallel=True, cache=True, fastmath=False)(fn)
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        return numba.njit(parallel=True, fastmath=False)(fn)
+
+
+def state_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype kernels compute in: float64 for float64, else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def np_view(t: torch.Tensor | None, dtype: torch.dtype, ndim: int) -> np.ndarray:
+    """Zero-copy numpy view of contiguous t, or an empty array of the same numba type when t is None."""
+    if t is None:
+        return np.empty((0,) * ndim, dtype=torch.zeros((), dtype=dtype).numpy().dtype)
+    return t.detach().numpy()
+
+
+def launch_block(B: int, N: int) -> int:
+    """Set numba's thread count to torch's (capped at numba's pool) and return the neurons per lane.
+
+    Whole rows when the batch alone gives every thread 4 lanes; otherwise rows are
+    split into equal blocks, as many as that takes but none under 64 neurons.
+    """
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(threads)
+    blocks = max(1, min(-(-4 * threads // max(B, 1)), N // 64))
+    return max(1, -(-N // blocks))
