@@ -2,6 +2,8 @@
 values and gradients (dh, dalpha for a per-neuron alpha) to tolerance, on odd shapes."""
 
 import math
+import subprocess
+import sys
 
 import numba
 import pytest
@@ -178,3 +180,11 @@ def test_threads_follow_torch():
         torch.set_num_threads(before)
     for x, y in zip(*results):
         assert torch.equal(x, y), "results depend on the thread count"
+
+
+def test_first_kernel_call_keeps_torchs_thread_count():
+    # numba's OpenMP start-up resets the thread count torch shares; a fresh process shows it
+    code = ("import torch; torch.set_num_threads(1); import fastsnn; "
+            "fastsnn.lif(torch.randn(2, 5, 3), 0.8, backend='cpu'); print(torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"

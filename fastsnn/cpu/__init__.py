@@ -53,12 +53,28 @@ def np_view(t: torch.Tensor | None, dtype: torch.dtype, ndim: int) -> np.ndarray
     return t.detach().numpy()
 
 
+_threads_started = False
+
+
+def _start_numba_threads() -> None:
+    """Start numba's thread pool once, then restore torch's thread count: starting numba's
+    OpenMP layer resets the OpenMP thread count that torch shares (``--threads 1`` would
+    silently become all cores)."""
+    global _threads_started
+    if not _threads_started:
+        threads = torch.get_num_threads()
+        numba.np.ufunc.parallel._launch_threads()
+        torch.set_num_threads(threads)
+        _threads_started = True
+
+
 def launch_block(B: int, N: int) -> int:
     """Set numba's thread count to torch's (capped at numba's pool) and return the neurons per lane.
 
     Whole rows when the batch alone gives every thread 4 lanes; otherwise rows are
     split into equal blocks, as many as that takes but none under 64 neurons.
     """
+    _start_numba_threads()
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(threads)
     blocks = max(1, min(-(-4 * threads // max(B, 1)), N // 64))
