@@ -70,10 +70,13 @@ def _lif_setup(ctx, inputs, output):
     h, alpha, threshold, beta, detach_reset, save, backend = inputs
     ctx.save_for_backward(output[1], output[2], alpha)
     ctx.args = (threshold, beta, detach_reset, backend, h.dtype)
+    ctx.set_materialize_grads(False)  # u and s8 never get a gradient: don't build zeros for them
 
 
 def _lif_backward(ctx, grad_s, grad_u, grad_s8):
     u, s8, alpha = ctx.saved_tensors
+    if grad_s is None:
+        grad_s = torch.zeros_like(u)
     threshold, beta, detach_reset, backend, h_dtype = ctx.args
     if u.numel() != grad_s.numel():
         raise RuntimeError("fastsnn::lif ran with save=False (no state for the backward); "

@@ -1,0 +1,79 @@
+"""Whole-run wall time: the seed notebook's own script vs ``fastsnn train``, defaults, on this machine.
+
+    python -m bench.whole_run [--seeds 0,1,2] [--reference] [--no-seed-script]
+
+Each run is a fresh process timed from start to exit (training to early stop, evaluation,
+and for fastsnn also the figures and checkpoint). fastsnn runs land in runs/whole-run/;
+the table goes to bench/results/whole-run-cpu.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import seed_baseline
+from .common import RESULTS, machine
+
+
+def fastsnn_run(seed: int, backend: str, out: Path) -> dict:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "fastsnn", "train", "--seed", str(seed), "--backend", backend,
+                    "--out", str(out), "--quiet"], check=True)
+    wall = time.perf_counter() - start
+    m = json.loads((out / "metrics.json").read_text())
+    return {"code": f"fastsnn ({m['backend']})", "seed": seed, "wall_s": wall, "epochs": m["epochs"],
+            "test_accuracy": m["test_accuracy"], "test_abs_error_deg": m["test_abs_error_deg"],
+            "train_accuracy": m["train_accuracy"], "out": str(out)}
+
+
+def seed_run(seed: int) -> dict:
+    env = {**os.environ, "SEED": str(seed), "THREADS": str(os.cpu_count() or 1)}
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, str(seed_baseline.SEED_PATH)], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    wall = time.perf_counter() - start
+    epochs = len(re.findall(r"^epoch \d+", out, re.M))
+    acc = [float(x) for x in re.findall(r"Test classifier accuracy: ([\d.]+)%", out)]
+    err = [float(x) for x in re.findall(r"Test absolute error: ([\d.]+) deg", out)]
+    train = [float(x) for x in re.findall(r"Train classifier accuracy: ([\d.]+)%", out)]
+    return {"code": "seed notebook", "seed": seed, "wall_s": wall, "epochs": epochs,
+            "test_accuracy": acc[0] / 100, "test_abs_error_deg": err[0], "train_accuracy": train[0] / 100}
+
+
+def main(argv=None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--reference", action="store_true", help="also one run on the reference backend (seed 0)")
+    p.add_argument("--no-seed-script", action="store_true")
+    args = p.parse_args(argv)
+    rows = []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        rows.append(fastsnn_run(seed, "auto", Path("runs/whole-run") / f"fastsnn-seed{seed}"))
+        print(rows[-1], flush=True)
+    if args.reference:
+        rows.append(fastsnn_run(0, "reference", Path("runs/whole-run") / "reference-seed0"))
+        print(rows[-1], flush=True)
+    if not args.no_seed_script and seed_baseline.available():
+        rows.append(seed_run(0))
+        print(rows[-1], flush=True)
+    lines = ["| code | seed | epochs | wall time (s) | test accuracy | test error (deg) | train accuracy |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['code']} | {r['seed']} | {r['epochs']} | {r['wall_s']:.0f} | {100 * r['test_accuracy']:.1f}% | "
+              f"{r['test_abs_error_deg']:.1f} | {100 * r['train_accuracy']:.1f}% |" for r in rows]
+    table = "\n".join(lines) + "\n"
+    print(table)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "whole-run-cpu.json").write_text(json.dumps({"machine": machine(), "runs": rows}, indent=2) + "\n")
+    (RESULTS / "whole-run-cpu.md").write_text(table)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
