@@ -41,6 +41,14 @@ def cpu_kernel(fn):
         return numba.njit(parallel=True, fastmath=False)(fn)
 
 
+@numba.njit(inline="always")
+def lane_span(lane: int, nblk: int, block: int, n: int):
+    """A kernel lane -> (batch row b, first neuron n0, end neuron n1) of its block of neurons."""
+    b = lane // nblk
+    n0 = (lane - b * nblk) * block
+    return b, n0, min(n0 + block, n)
+
+
 def state_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype kernels compute in: float64 for float64, else float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from numba import prange
 
-from fastsnn.cpu import cpu_kernel, launch_block, np_view, state_dtype
+from fastsnn.cpu import cpu_kernel, lane_span, launch_block, np_view, state_dtype
 
 
 @cpu_kernel
@@ -24,9 +24,7 @@ def lif_fwd_kernel(h, alpha, threshold, save, block, s, u, s8):
     zero, one = h.dtype.type(0), h.dtype.type(1)
     nblk = -(-N // block)
     for lane in prange(B * nblk):
-        b = lane // nblk
-        n0 = (lane - b * nblk) * block
-        n1 = min(n0 + block, N)
+        b, n0, n1 = lane_span(lane, nblk, block, N)
         a = alpha[n0:n1]
         v = np.zeros(n1 - n0, h.dtype)
         u_t = np.zeros(n1 - n0, h.dtype)
@@ -59,9 +57,7 @@ def lif_bwd_kernel(g, u, s8, alpha, threshold, beta, detach_reset, need_dalpha, 
     zero, one = g.dtype.type(0), g.dtype.type(1)
     nblk = -(-N // block)
     for lane in prange(B * nblk):
-        b = lane // nblk
-        n0 = (lane - b * nblk) * block
-        n1 = min(n0 + block, N)
+        b, n0, n1 = lane_span(lane, nblk, block, N)
         a = alpha[n0:n1]
         dv = np.zeros(n1 - n0, g.dtype)
         ds = np.zeros(n1 - n0, g.dtype)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from numba import prange
 
-from fastsnn.cpu import cpu_kernel, launch_block, np_view, state_dtype
+from fastsnn.cpu import cpu_kernel, lane_span, launch_block, np_view, state_dtype
 
 
 @cpu_kernel
@@ -22,9 +22,7 @@ def leaky_readout_fwd_kernel(h, alpha, block, u):
     B, T, C = h.shape
     nblk = -(-C // block)
     for lane in prange(B * nblk):
-        b = lane // nblk
-        c0 = (lane - b * nblk) * block
-        c1 = min(c0 + block, C)
+        b, c0, c1 = lane_span(lane, nblk, block, C)
         a = alpha[c0:c1]
         u_t = np.zeros(c1 - c0, h.dtype)
         for t in range(T):
@@ -43,9 +41,7 @@ def leaky_readout_bwd_kernel(g, u, alpha, need_dalpha, block, dh, dalpha_lanes):
     B, T, C = g.shape
     nblk = -(-C // block)
     for lane in prange(B * nblk):
-        b = lane // nblk
-        c0 = (lane - b * nblk) * block
-        c1 = min(c0 + block, C)
+        b, c0, c1 = lane_span(lane, nblk, block, C)
         a = alpha[c0:c1]
         du = np.zeros(c1 - c0, g.dtype)
         da = np.zeros(c1 - c0, g.dtype)
@@ -68,9 +64,7 @@ def leaky_readout_sum_fwd_kernel(h, alpha, block, m):
     B, T, C = h.shape
     nblk = -(-C // block)
     for lane in prange(B * nblk):
-        b = lane // nblk
-        c0 = (lane - b * nblk) * block
-        c1 = min(c0 + block, C)
+        b, c0, c1 = lane_span(lane, nblk, block, C)
         a = alpha[c0:c1]
         u_t = np.zeros(c1 - c0, h.dtype)
         acc = np.zeros(c1 - c0, h.dtype)
@@ -92,9 +86,7 @@ def leaky_readout_sum_bwd_kernel(grad_m, h, alpha, need_dalpha, block, dh, dalph
     one = grad_m.dtype.type(1)
     nblk = -(-C // block)
     for lane in prange(B * nblk):
-        b = lane // nblk
-        c0 = (lane - b * nblk) * block
-        c1 = min(c0 + block, C)
+        b, c0, c1 = lane_span(lane, nblk, block, C)
         a = alpha[c0:c1]
         gm = grad_m[b, c0:c1]
         c_k = np.zeros(c1 - c0, grad_m.dtype)
