@@ -25,6 +25,7 @@ import torch.nn.functional as F
 import fastsnn
 from fastsnn.config import ModelConfig, StimulusConfig
 from fastsnn.model import IPDNetwork
+from fastsnn.ops.spikes import spike_matmul
 
 from . import seed_baseline
 
@@ -119,15 +120,18 @@ def cases(w: Workload, device: torch.device, backends: list[str] | None = None,
         else:
             net = _network(w, inp, backend)
 
-            def lif_fwd(backend=backend):
+            # the layers as IPDNetwork runs them: spike inputs kept as bits on the fast backends
+            project = torch.matmul if backend == "reference" else spike_matmul
+
+            def lif_fwd(backend=backend, project=project):
                 with torch.no_grad():
-                    return fastsnn.lif(inp.x @ inp.w1, ALPHA, backend=backend)
+                    return fastsnn.lif(project(inp.x, inp.w1), ALPHA, backend=backend)
 
-            def lif_fwd_bwd(backend=backend):
-                fastsnn.lif(inp.x @ inp.w1, ALPHA, backend=backend).sum().backward()
+            def lif_fwd_bwd(backend=backend, project=project):
+                fastsnn.lif(project(inp.x, inp.w1), ALPHA, backend=backend).sum().backward()
 
-            def readout(backend=backend):
-                fastsnn.leaky_readout_sum(inp.s @ inp.w2, ALPHA, backend=backend).sum().backward()
+            def readout(backend=backend, project=project):
+                fastsnn.leaky_readout_sum(project(inp.s, inp.w2), ALPHA, backend=backend).sum().backward()
 
             def train_step(net=net):
                 F.cross_entropy(net(inp.x) * 0.01, inp.y).backward()

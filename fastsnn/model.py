@@ -16,7 +16,7 @@ class IPDNetwork(nn.Module):
         super().__init__()
         common = dict(dt_ms=stimulus.dt_ms, learn_tau=model.learn_tau, dales_law=model.dales_law,
                       ie_ratio=model.ie_ratio, dale_mask=model.dale_mask, backend=model.backend,
-                      generator=generator)
+                      binary_input=_binary_input(model.backend), generator=generator)
         self.hidden = LIF(stimulus.inputs, model.hidden, tau_ms=model.tau_ms, threshold=model.threshold,
                           beta=model.beta, detach_reset=model.detach_reset, **common)
         readout_tau = model.readout_tau_ms if model.readout_tau_ms is not None else model.tau_ms
@@ -27,4 +27,11 @@ class IPDNetwork(nn.Module):
 
     def set_backend(self, backend: str) -> None:
         """Run both layers on ``backend`` (the weights are unchanged)."""
-        self.hidden.backend = self.readout.backend = backend
+        for layer in (self.hidden, self.readout):
+            layer.backend, layer.binary_input = backend, _binary_input(backend)
+
+
+def _binary_input(backend: str) -> bool:
+    """Both layers take spikes (the Poisson fibres, then the LIF output), so the fast backends keep
+    them as bits for the backward; the reference stays the plain autograd transcription."""
+    return backend != "reference"

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from . import ops
+from .ops.spikes import spike_matmul
 
 
 def dale_signs(rows: int, cols: int, ie_ratio: float, mask: str = "contiguous",
@@ -41,7 +42,7 @@ class _Projected(nn.Module):
     """Shared parts: weight (in, out), optional Dale signs, fixed or learnable per-neuron tau."""
 
     def __init__(self, in_features: int, out_features: int, *, tau_ms: float, dt_ms: float, learn_tau: bool,
-                 dales_law: bool, ie_ratio: float, dale_mask: str, backend: str,
+                 dales_law: bool, ie_ratio: float, dale_mask: str, backend: str, binary_input: bool,
                  generator: torch.Generator | None):
         super().__init__()
         for name, value in (("in_features", in_features), ("out_features", out_features)):
@@ -54,6 +55,7 @@ class _Projected(nn.Module):
             raise ValueError(f"backend must be one of {', '.join(ops.BACKENDS)}, got {backend!r}")
         self.in_features, self.out_features = in_features, out_features
         self.dt_ms, self.backend, self.dales_law = float(dt_ms), backend, dales_law
+        self.binary_input = binary_input
         bound = 1 / math.sqrt(out_features)
         self.weight = nn.Parameter(torch.empty(in_features, out_features).uniform_(-bound, bound, generator=generator))
         if dales_law:
@@ -83,6 +85,8 @@ class _Projected(nn.Module):
     def project(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 3 or x.shape[2] != self.in_features:
             raise ValueError(f"x must have shape (B, T, {self.in_features}), got {tuple(x.shape)}")
+        if self.binary_input:
+            return spike_matmul(x, self.effective_weight())
         return torch.matmul(x, self.effective_weight())
 
     def extra_repr(self) -> str:
@@ -92,15 +96,19 @@ class _Projected(nn.Module):
 
 
 class LIF(_Projected):
-    """x (B, T, in_features) -> spikes (B, T, out_features): ``h = x @ W`` then :func:`fastsnn.lif`."""
+    """x (B, T, in_features) -> spikes (B, T, out_features): ``h = x @ W`` then :func:`fastsnn.lif`.
+
+    ``binary_input=True`` declares x to be 0/1 spikes: the projection then keeps x for the
+    backward as bits instead of floats (:func:`fastsnn.ops.spikes.spike_matmul`).
+    """
 
     def __init__(self, in_features: int, out_features: int, *, tau_ms: float = 5.0, dt_ms: float = 1.0,
                  threshold: float = 1.0, beta: float = 5.0, detach_reset: bool = False, learn_tau: bool = False,
                  dales_law: bool = False, ie_ratio: float = 0.5, dale_mask: str = "contiguous",
-                 backend: str = "auto", generator: torch.Generator | None = None):
+                 backend: str = "auto", binary_input: bool = False, generator: torch.Generator | None = None):
         super().__init__(in_features, out_features, tau_ms=tau_ms, dt_ms=dt_ms, learn_tau=learn_tau,
                          dales_law=dales_law, ie_ratio=ie_ratio, dale_mask=dale_mask, backend=backend,
-                         generator=generator)
+                         binary_input=binary_input, generator=generator)
         self.threshold, self.beta, self.detach_reset = threshold, beta, detach_reset
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,14 +120,16 @@ class LeakyReadout(_Projected):
     """x (B, T, in_features) -> membrane (B, T, out_features): ``h = x @ W`` then :func:`fastsnn.leaky_readout`.
 
     :meth:`time_sum` returns the membrane summed over time, (B, out_features), without the time loop.
+    ``binary_input`` as for :class:`LIF`.
     """
 
     def __init__(self, in_features: int, out_features: int, *, tau_ms: float = 5.0, dt_ms: float = 1.0,
                  learn_tau: bool = False, dales_law: bool = False, ie_ratio: float = 0.5,
-                 dale_mask: str = "contiguous", backend: str = "auto", generator: torch.Generator | None = None):
+                 dale_mask: str = "contiguous", backend: str = "auto", binary_input: bool = False,
+                 generator: torch.Generator | None = None):
         super().__init__(in_features, out_features, tau_ms=tau_ms, dt_ms=dt_ms, learn_tau=learn_tau,
                          dales_law=dales_law, ie_ratio=ie_ratio, dale_mask=dale_mask, backend=backend,
-                         generator=generator)
+                         binary_input=binary_input, generator=generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return ops.leaky_readout(self.project(x), self.alpha(), backend=self.backend)

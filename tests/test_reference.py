@@ -122,3 +122,24 @@ def test_seed_initialisation_scale():
     layer = LIF(200, 30, backend="reference")
     bound = 1 / math.sqrt(30)  # fan_in of an (in, out) matrix is its width
     assert layer.weight.abs().max() <= bound and layer.weight.abs().max() > 0.9 * bound
+
+
+@pytest.mark.parametrize("backend", ["cpu", "triton"])
+@pytest.mark.parametrize("dales_law,learn_tau", [(False, False), (True, True)])
+def test_fast_network_matches_the_reference_network(backend, dales_law, learn_tau):
+    stim = StimulusConfig(anf_per_ear=12, steps=30)
+    nets = {}
+    for b in ("reference", backend):
+        nets[b] = IPDNetwork(stim, ModelConfig(hidden=7, backend=b, dales_law=dales_law, learn_tau=learn_tau),
+                             torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            nets[b].hidden.weight.mul_(4)
+    x = (torch.rand(6, 30, 24, generator=torch.Generator().manual_seed(1)) < 0.3).float()
+    y = torch.tensor([0, 1, 5, 7, 11, 3])
+    out = {}
+    for b, net in nets.items():
+        loss = torch.nn.functional.cross_entropy(net(x) * 0.01, y)
+        out[b] = (net(x), torch.autograd.grad(loss, list(net.parameters())))
+    torch.testing.assert_close(out[backend][0], out["reference"][0], rtol=1e-5, atol=1e-5)
+    for g_fast, g_ref in zip(out[backend][1], out["reference"][1]):
+        assert ((g_fast - g_ref).norm() / g_ref.norm()).item() < 1e-5
