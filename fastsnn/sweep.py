@@ -39,7 +39,6 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import numba
 import torch
 from tqdm.auto import tqdm
 
@@ -237,9 +236,6 @@ def run_point(point: Point, runs_dir: str, threads: int | None = None) -> dict:
     ``peak_rss_mib``: peak resident memory of this process during the run; ``peak_cuda_mib``: peak
     memory torch allocated on the GPU (empty on CPU).
     """
-    # Starting numba's OpenMP threads (which the first CPU kernel launch would do) resets torch's thread
-    # count to numba's pool size; start them first so that the thread count set here holds for the run.
-    numba.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     out = Path(runs_dir) / point.id
