@@ -4,7 +4,8 @@
 
 On CPU, run it in a fresh process (bench.report does, with a fixed glibc mmap threshold so
 that freed set-up buffers go back to the OS): it builds the inputs, records the resident size,
-runs one step and reports the process's resident high-water mark (ru_maxrss) as ``peak_bytes``
+runs one step and reports the process's resident high-water mark (VmHWM; not ru_maxrss, which a
+child inherits from its parent across exec) as ``peak_bytes``
 and the growth over the pre-step size as ``step_bytes``. Compiled CPU kernels load from numba's
 disk cache (any earlier run fills it). On CUDA: ``torch.cuda.max_memory_allocated`` during the
 step, and its growth over what was allocated before it.
@@ -26,6 +27,12 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
+def _high_water_bytes() -> int:
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
 def measure(workload: str, backend: str, device: torch.device) -> dict:
     step = cases(WORKLOADS[workload], device, [backend], ops=("train_step",))[("train_step", backend)]
     if device.type == "cuda":
@@ -39,7 +46,7 @@ def measure(workload: str, backend: str, device: torch.device) -> dict:
     else:
         before = _rss_bytes()
         step()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = _high_water_bytes()
     return {"peak_bytes": peak, "step_bytes": max(0, peak - before)}
 
 
