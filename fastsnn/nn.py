@@ -119,7 +119,9 @@ class LIF(_Projected):
 class LeakyReadout(_Projected):
     """x (B, T, in_features) -> membrane (B, T, out_features): ``h = x @ W`` then :func:`fastsnn.leaky_readout`.
 
-    :meth:`time_sum` returns the membrane summed over time, (B, out_features), without the time loop.
+    :meth:`time_sum` returns the membrane summed over time, (B, out_features). With one fixed tau it
+    contracts time first, ``(sum_k c_k x_k) @ W``, which needs neither the (B, T, out) projection nor
+    a time loop; with learnt per-neuron tau it runs :func:`fastsnn.leaky_readout_sum`.
     ``binary_input`` as for :class:`LIF`.
     """
 
@@ -135,4 +137,11 @@ class LeakyReadout(_Projected):
         return ops.leaky_readout(self.project(x), self.alpha(), backend=self.backend)
 
     def time_sum(self, x: torch.Tensor) -> torch.Tensor:
-        return ops.leaky_readout_sum(self.project(x), self.alpha(), backend=self.backend)
+        alpha = self.alpha()
+        if self.backend == "reference" or isinstance(alpha, torch.Tensor):
+            return ops.leaky_readout_sum(self.project(x), alpha, backend=self.backend)
+        # One decay for all outputs: sum_t u_t = sum_k c_k (x_k @ W) = (sum_k c_k x_k) @ W, so contract
+        # time first, on the narrower input, and skip the (B, T, out) projection and the time loop.
+        self.project(x[:, :0])  # validates x's shape
+        c = torch.tensor(ops.readout_time_weights(alpha, x.shape[1]), dtype=x.dtype, device=x.device)
+        return torch.matmul(torch.einsum("btk,t->bk", x, c), self.effective_weight())

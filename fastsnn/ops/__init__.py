@@ -93,6 +93,14 @@ def _alpha_tensor(alpha, h: torch.Tensor) -> torch.Tensor:
     return torch.full((n,), value, dtype=state, device=h.device)
 
 
+def readout_time_weights(alpha: float, steps: int) -> tuple[float, ...]:
+    """c_k with sum_t u_t = sum_k c_k h_k for the leaky readout: c_{T-1} = 0, c_k = 1 + alpha c_{k+1}."""
+    c = [0.0] * steps
+    for k in range(steps - 2, -1, -1):
+        c[k] = 1.0 + alpha * c[k + 1]
+    return tuple(c)
+
+
 def _upcast(h: torch.Tensor) -> torch.Tensor:
     """16-bit inputs run the reference in float32, like the kernels' float32 state."""
     return h.float() if h.dtype in (torch.bfloat16, torch.float16) else h
