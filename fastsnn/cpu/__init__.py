@@ -49,11 +49,6 @@ def lane_span(lane: int, nblk: int, block: int, n: int):
     return b, n0, min(n0 + block, n)
 
 
-def state_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype kernels compute in: float64 for float64, else float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def np_view(t: torch.Tensor | None, dtype: torch.dtype, ndim: int) -> np.ndarray:
     """Zero-copy numpy view of contiguous t, or an empty array of the same numba type when t is None."""
     if t is None:

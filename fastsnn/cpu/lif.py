@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from numba import prange
 
-from fastsnn.cpu import cpu_kernel, lane_span, launch_block, np_view, state_dtype
+from fastsnn.cpu import cpu_kernel, lane_span, launch_block, np_view
+from fastsnn.ops import state_dtype
 
 
 @cpu_kernel

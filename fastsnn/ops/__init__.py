@@ -30,6 +30,11 @@ __all__ = ["lif", "leaky_readout", "leaky_readout_sum", "lif_ref", "leaky_readou
            "leaky_readout_sum_ref", "resolve_backend", "BACKENDS"]
 
 
+def state_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype every backend keeps its state and gradients in: float64 for float64 input, else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
@@ -78,7 +83,7 @@ def _check_scalar(name: str, value, lo: float | None = None) -> float:
 def _alpha_tensor(alpha, h: torch.Tensor) -> torch.Tensor:
     """Validate ``alpha`` (float in [0, 1] or (N,) tensor) and return it as an (N,) state-dtype tensor."""
     n = h.shape[2]
-    state = torch.float64 if h.dtype == torch.float64 else torch.float32
+    state = state_dtype(h.dtype)
     if isinstance(alpha, torch.Tensor):
         if alpha.shape != (n,):
             raise ValueError(f"alpha must be a float or a tensor of shape (N,) = ({n},), got shape {tuple(alpha.shape)}")

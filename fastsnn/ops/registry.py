@@ -15,6 +15,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from . import state_dtype
+
 _MODULES = {"cpu": "fastsnn.cpu.{op}", "triton": "fastsnn.kernels.{op}"}
 
 
@@ -24,7 +26,7 @@ def launchers(backend: str, op: str):
 
 
 def _state_dtype(h: Tensor) -> torch.dtype:
-    return torch.float64 if h.dtype == torch.float64 else torch.float32
+    return state_dtype(h.dtype)
 
 
 def _nothing(h: Tensor, dtype: torch.dtype) -> Tensor:
@@ -75,10 +77,10 @@ def _lif_setup(ctx, inputs, output):
 
 def _lif_backward(ctx, grad_s, grad_u, grad_s8):
     u, s8, alpha = ctx.saved_tensors
-    if grad_s is None:
-        grad_s = torch.zeros_like(u)
     threshold, beta, detach_reset, backend, h_dtype = ctx.args
-    if u.numel() != grad_s.numel():
+    if grad_s is None:  # only u or s8 reached the loss: they carry no gradient
+        grad_s = torch.zeros_like(u)
+    elif u.numel() != grad_s.numel():
         raise RuntimeError("fastsnn::lif ran with save=False (no state for the backward); "
                            "call fastsnn.lif, which saves whenever a gradient is needed")
     need_dalpha = ctx.needs_input_grad[1]
