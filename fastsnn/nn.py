@@ -8,6 +8,7 @@ width, not its input size).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -36,6 +37,19 @@ def dale_signs(rows: int, cols: int, ie_ratio: float, mask: str = "contiguous",
     signs = torch.ones(rows, cols)
     signs[rows_inh] = -1
     return signs
+
+
+def _time_weights(alpha: float, steps: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """:func:`fastsnn.ops.readout_time_weights` as a (steps,) tensor, built once per setting in eager mode."""
+    if torch.compiler.is_compiling():
+        return torch.tensor(ops.readout_time_weights(alpha, steps), dtype=dtype, device=device)
+    return _cached_time_weights(alpha, steps, dtype, device)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_time_weights(alpha: float, steps: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    with torch.inference_mode(False):  # an inference tensor could not be saved for a later backward
+        return torch.tensor(ops.readout_time_weights(alpha, steps), dtype=dtype, device=device)
 
 
 class _Projected(nn.Module):
@@ -82,9 +96,12 @@ class _Projected(nn.Module):
         """The weight used in the forward: ``|W| * sign`` under Dale's law, else W."""
         return self.weight.abs() * self.sign if self.sign is not None else self.weight
 
-    def project(self, x: torch.Tensor) -> torch.Tensor:
+    def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 3 or x.shape[2] != self.in_features:
             raise ValueError(f"x must have shape (B, T, {self.in_features}), got {tuple(x.shape)}")
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
         if self.binary_input:
             return spike_matmul(x, self.effective_weight())
         return torch.matmul(x, self.effective_weight())
@@ -142,6 +159,6 @@ class LeakyReadout(_Projected):
             return ops.leaky_readout_sum(self.project(x), alpha, backend=self.backend)
         # One decay for all outputs: sum_t u_t = sum_k c_k (x_k @ W) = (sum_k c_k x_k) @ W, so contract
         # time first, on the narrower input, and skip the (B, T, out) projection and the time loop.
-        self.project(x[:, :0])  # validates x's shape
-        c = torch.tensor(ops.readout_time_weights(alpha, x.shape[1]), dtype=x.dtype, device=x.device)
-        return torch.matmul(torch.einsum("btk,t->bk", x, c), self.effective_weight())
+        self._check_input(x)
+        c = _time_weights(alpha, x.shape[1], x.dtype, x.device)
+        return torch.matmul(c, x) @ self.effective_weight()  # (T,) @ (B, T, in): no copy of x, unlike einsum

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numba
+import numpy as np
 import pytest
 import torch
 from conftest import assert_close
@@ -188,3 +189,22 @@ def test_first_kernel_call_keeps_torchs_thread_count():
             "fastsnn.lif(torch.randn(2, 5, 3), 0.8, backend='cpu'); print(torch.get_num_threads())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "1"
+
+
+def test_vectorised_exp_is_accurate_to_two_ulp():
+    """The LIF backward's float32 exp (a polynomial, so that its loop vectorises) against float64 exp."""
+    from fastsnn.cpu.lif import exp_nonpositive
+
+    @numba.njit
+    def run(x, out, bits):
+        exp_nonpositive(x, out, bits)
+
+    x = -np.concatenate([np.linspace(0, 87, 200_001), np.random.default_rng(0).exponential(3, 10_001)])
+    x = np.maximum(x, -87).astype(np.float32)
+    out = np.empty_like(x)
+    run(x, out, np.empty(x.shape, np.int32))
+    exact = np.exp(x.astype(np.float64))
+    assert np.all(np.abs(out - exact) <= 2 * np.spacing(exact.astype(np.float32)))
+    out64 = np.empty(5)
+    run(np.linspace(-5, 0, 5), out64, np.empty(5, np.int32))  # float64 keeps np.exp
+    np.testing.assert_array_equal(out64, np.exp(np.linspace(-5, 0, 5)))

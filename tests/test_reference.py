@@ -143,3 +143,16 @@ def test_fast_network_matches_the_reference_network(backend, dales_law, learn_ta
     torch.testing.assert_close(out[backend][0], out["reference"][0], rtol=1e-5, atol=1e-5)
     for g_fast, g_ref in zip(out[backend][1], out["reference"][1]):
         assert ((g_fast - g_ref).norm() / g_ref.norm()).item() < 1e-5
+
+
+def test_network_trains_after_an_inference_mode_call():
+    """The readout's cached time weights must not be inference tensors, or a later backward fails."""
+    net = IPDNetwork(StimulusConfig(anf_per_ear=3, steps=11), ModelConfig(hidden=4, backend="cpu"),
+                     torch.Generator().manual_seed(0))
+    x = (torch.rand(2, 11, 6, generator=torch.Generator().manual_seed(1)) < 0.5).float()
+    with torch.inference_mode():
+        expected = net(x)
+    out = net(x)
+    out.sum().backward()
+    torch.testing.assert_close(out.detach(), expected)
+    assert net.readout.weight.grad is not None

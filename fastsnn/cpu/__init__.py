@@ -28,6 +28,8 @@ kernels compile in every process instead of failing at import.
 
 from __future__ import annotations
 
+import threading
+
 import numba
 import numpy as np
 import torch
@@ -49,6 +51,27 @@ def lane_span(lane: int, nblk: int, block: int, n: int):
     return b, n0, min(n0 + block, n)
 
 
+# Lane state lives in local buffers padded to a multiple of 16 (one AVX-512 register of float32):
+# the neuron loops then have no scalar remainder, and LLVM vectorises loops over local buffers
+# that it would not over views into the caller's tensors. Measured on LIF forward, (64, 100, 128):
+# 2.3 ms working on the views, 0.28 ms staged.
+PAD = 16
+
+
+@numba.njit(inline="always")
+def padded(m: int) -> int:
+    """Length of a lane buffer holding m values."""
+    return -(-m // PAD) * PAD
+
+
+@numba.njit(inline="always")
+def staged(src, size: int):
+    """A zeroed local buffer of ``size`` holding a copy of the 1-D ``src`` at its start."""
+    buf = np.zeros(size, src.dtype)
+    buf[: src.shape[0]] = src
+    return buf
+
+
 def np_view(t: torch.Tensor | None, dtype: torch.dtype, ndim: int) -> np.ndarray:
     """Zero-copy numpy view of contiguous t, or an empty array of the same numba type when t is None."""
     if t is None:
@@ -57,6 +80,7 @@ def np_view(t: torch.Tensor | None, dtype: torch.dtype, ndim: int) -> np.ndarray
 
 
 _threads_started = False
+_launch_state = threading.local()
 
 
 def _start_numba_threads() -> None:
@@ -79,6 +103,8 @@ def launch_block(B: int, N: int) -> int:
     """
     _start_numba_threads()
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(threads)
+    if getattr(_launch_state, "threads", None) != threads:  # numba's count is per Python thread
+        numba.set_num_threads(threads)
+        _launch_state.threads = threads
     blocks = max(1, min(-(-4 * threads // max(B, 1)), N // 64))
     return max(1, -(-N // blocks))

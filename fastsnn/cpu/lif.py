@@ -1,15 +1,18 @@
 """LIF layer with delayed spike and multiplicative reset: numba kernels and launchers.
 
 Equations in ``docs/kernel_contract.md``; the oracle is ``fastsnn.ops.reference.lif_ref``.
+Each lane stages its rows in padded local buffers (``fastsnn.cpu.padded``) so that every
+neuron loop vectorises.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from numba import prange
+from numba import prange, types
+from numba.extending import overload
 
-from fastsnn.cpu import cpu_kernel, lane_span, launch_block, np_view
+from fastsnn.cpu import cpu_kernel, lane_span, launch_block, np_view, padded, staged
 from fastsnn.ops import state_dtype
 
 
@@ -26,24 +29,70 @@ def lif_fwd_kernel(h, alpha, threshold, save, block, s, u, s8):
     nblk = -(-N // block)
     for lane in prange(B * nblk):
         b, n0, n1 = lane_span(lane, nblk, block, N)
-        a = alpha[n0:n1]
-        v = np.zeros(n1 - n0, h.dtype)
-        u_t = np.zeros(n1 - n0, h.dtype)
-        s_t = np.zeros(n1 - n0, h.dtype)
+        m = n1 - n0
+        size = padded(m)
+        a = staged(alpha[n0:n1], size)
+        v = np.zeros(size, h.dtype)
+        u_t = np.zeros(size, h.dtype)
+        s_t = np.zeros(size, h.dtype)
+        h_t = np.zeros(size, h.dtype)
+        s8_t = np.zeros(size, np.uint8)
         for t in range(T):
-            s[b, t, n0:n1] = s_t
+            s[b, t, n0:n1] = s_t[:m]
             if save:
-                u[b, t, n0:n1] = u_t
-                s8_t = s8[b, t, n0:n1]
-                for j in range(n1 - n0):
+                u[b, t, n0:n1] = u_t[:m]
+                for j in range(size):
                     s8_t[j] = s_t[j] > zero
-            h_t = h[b, t, n0:n1]
-            for j in range(n1 - n0):
+                s8[b, t, n0:n1] = s8_t[:m]
+            h_t[:m] = h[b, t, n0:n1]
+            for j in range(size):
                 u_next = a[j] * v[j] + h_t[j]
                 s_next = v[j] if v[j] != v[j] else (one if v[j] - threshold > zero else zero)  # NaN propagates
                 v[j] = u_next * (one - s_t[j])
                 u_t[j] = u_next
                 s_t[j] = s_next
+
+
+def exp_nonpositive(x, out, bits):
+    """out[j] = exp(x[j]) for x[j] <= 0; bits is int32 scratch of the same length (float32 only)."""
+    out[:] = np.exp(x)
+
+
+# Cephes' expf (range reduction by ln 2 in two parts, degree-7 polynomial, 2^k from the exponent
+# bits) written as plain loops, so that it vectorises: pip's llvmlite has no vector math library,
+# and a call to np.exp keeps the surrogate's loop scalar. Within 2 ulp of np.exp on [-87, 0];
+# below that exp(x) < 1.7e-38 and is returned as 2^-126 * p, as negligible as the true value.
+_LOG2E = np.float32(1.44269504088896341)
+_LN2_HI = np.float32(0.693359375)
+_LN2_LO = np.float32(-2.12194440e-4)
+_P = tuple(np.float32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+                                   1.6666665459e-1, 5.0000001201e-1))
+
+
+@overload(exp_nonpositive, inline="always")
+def _exp_nonpositive(x, out, bits):
+    if x.dtype != types.float32:
+        def exact(x, out, bits):
+            for j in range(x.shape[0]):
+                out[j] = np.exp(x[j])
+        return exact
+
+    def polynomial(x, out, bits):
+        for j in range(x.shape[0]):
+            xj = max(x[j], np.float32(-87.0))
+            k = np.floor(xj * _LOG2E + np.float32(0.5))
+            r = xj - k * _LN2_HI - k * _LN2_LO
+            p = _P[0] * r + _P[1]
+            p = p * r + _P[2]
+            p = p * r + _P[3]
+            p = p * r + _P[4]
+            p = p * r + _P[5]
+            out[j] = p * r * r + r + np.float32(1.0)
+            bits[j] = (np.int32(k) + np.int32(127)) << np.int32(23)
+        scale = bits.view(np.float32)  # 2^k
+        for j in range(x.shape[0]):
+            out[j] *= scale[j]
+    return polynomial
 
 
 @cpu_kernel
@@ -52,33 +101,49 @@ def lif_bwd_kernel(g, u, s8, alpha, threshold, beta, detach_reset, need_dalpha, 
 
     Walks time from T-1 down with dv = dL/dv_{t+1}, ds = dL/ds_{t+1} (both 0 at
     t = T-1, which gives dh_{T-1} = 0 and starts ds at g_{T-1}). At t = 0 the row
-    s_0 = 0 stands in for s_{-1}.
+    s_0 = 0 stands in for s_{-1}. The surrogate beta sig(z) (1 - sig(z)), z = beta (v - threshold),
+    is computed as beta e / (1 + e)^2 with e = exp(-|z|), which never overflows.
     """
     B, T, N = g.shape
     zero, one = g.dtype.type(0), g.dtype.type(1)
     nblk = -(-N // block)
     for lane in prange(B * nblk):
         b, n0, n1 = lane_span(lane, nblk, block, N)
-        a = alpha[n0:n1]
-        dv = np.zeros(n1 - n0, g.dtype)
-        ds = np.zeros(n1 - n0, g.dtype)
-        da = np.zeros(n1 - n0, g.dtype)
-        u_next = np.zeros(n1 - n0, g.dtype)
+        m = n1 - n0
+        size = padded(m)
+        a = staged(alpha[n0:n1], size)
+        dv = np.zeros(size, g.dtype)
+        ds = np.zeros(size, g.dtype)
+        da = np.zeros(size, g.dtype)
+        u_next = np.zeros(size, g.dtype)
+        g_t = np.zeros(size, g.dtype)
+        u_t = np.zeros(size, g.dtype)
+        v_t = np.zeros(size, g.dtype)
+        e = np.zeros(size, g.dtype)
+        dh_t = np.zeros(size, g.dtype)
+        s_t = np.zeros(size, np.uint8)
+        s_prev = np.zeros(size, np.uint8)
+        bits = np.zeros(size, np.int32)
         for t in range(T - 1, -1, -1):
-            g_t, u_t, dh_t = g[b, t, n0:n1], u[b, t, n0:n1], dh[b, t, n0:n1]
-            s_t, s_prev = s8[b, t, n0:n1], s8[b, max(t - 1, 0), n0:n1]
-            for j in range(n1 - n0):
-                v_t = u_t[j] * (one - s_prev[j])
-                sig = one / (one + np.exp(-beta * (v_t - threshold)))
+            g_t[:m] = g[b, t, n0:n1]
+            u_t[:m] = u[b, t, n0:n1]
+            s_t[:m] = s8[b, t, n0:n1]
+            s_prev[:m] = s8[b, max(t - 1, 0), n0:n1]
+            for j in range(size):
+                v_t[j] = u_t[j] * (one - s_prev[j])
+                e[j] = -abs(beta * (v_t[j] - threshold))
+            exp_nonpositive(e, e, bits)
+            for j in range(size):
                 keep = one - s_t[j]
                 dh_t[j] = dv[j] * keep
-                da[j] += dv[j] * v_t * keep
+                da[j] += dv[j] * v_t[j] * keep
                 ds_next = g_t[j] - (zero if detach_reset else dv[j] * u_next[j])
-                dv[j] = dv[j] * a[j] * keep + ds[j] * beta * sig * (one - sig)
+                dv[j] = dv[j] * a[j] * keep + ds[j] * (beta * e[j] / ((one + e[j]) * (one + e[j])))
                 ds[j] = ds_next
                 u_next[j] = u_t[j]
+            dh[b, t, n0:n1] = dh_t[:m]
         if need_dalpha:
-            dalpha_lanes[b, n0:n1] = da
+            dalpha_lanes[b, n0:n1] = da[:m]
 
 
 def lif_fwd(h: torch.Tensor, alpha: torch.Tensor, threshold: float, save: bool):
