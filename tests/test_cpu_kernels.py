@@ -205,6 +205,45 @@ def test_vectorised_exp_is_accurate_to_two_ulp():
     run(x, out, np.empty(x.shape, np.int32))
     exact = np.exp(x.astype(np.float64))
     assert np.all(np.abs(out - exact) <= 2 * np.spacing(exact.astype(np.float32)))
+    # below -87 float32 exp turns subnormal: exactly 0 instead, never a subnormal
+    tail = np.array([-87.01, -90, -103, -200, -np.inf], np.float32)
+    run(tail, out[:5], np.empty(5, np.int32))
+    np.testing.assert_array_equal(out[:5], 0)
     out64 = np.empty(5)
     run(np.linspace(-5, 0, 5), out64, np.empty(5, np.int32))  # float64 keeps np.exp
     np.testing.assert_array_equal(out64, np.exp(np.linspace(-5, 0, 5)))
+
+
+def test_backward_flushes_subnormals_and_restores_the_fp_mode():
+    """Backward kernels flush subnormals (they cost 20-100x per operation on x86) and then
+    restore the thread's floating-point mode, so code running afterwards keeps them."""
+    import platform
+
+    from fastsnn.cpu import flush_subnormals, restore_subnormals
+
+    @numba.njit
+    def halve(x, flush):  # arrays, as in the kernels: the arithmetic follows loads after the flush
+        state = flush_subnormals() if flush else np.uint32(0)
+        y = x * np.float32(0.5)
+        if flush:
+            restore_subnormals(state)
+        return y
+
+    sub = np.full(4, 2e-38, np.float32)  # halving it gives a subnormal
+    assert np.all(halve(sub, False) > 0)
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    np.testing.assert_array_equal(halve(sub, True), 0 if x86 else sub / 2)
+    assert np.all(halve(sub, False) > 0) and np.all(sub * np.float32(0.5) > 0)  # mode restored
+    h = torch.randn(3, 20, 5, generator=torch.Generator().manual_seed(0))
+    s, u, s8 = lif_fwd(h, torch.full((5,), 0.8), 1.0, True)
+    lif_bwd(torch.randn_like(h), u, s8, torch.full((5,), 0.8), 1.0, BETA, False, False)
+    assert np.float32(2e-38) * np.float32(0.5) > 0
+
+
+def test_forward_keeps_subnormal_membranes():
+    """A subnormal membrane above a threshold of 0 spikes, as in the reference (no flush in forwards)."""
+    h = torch.zeros(1, 4, 2)
+    h[0, 0] = torch.tensor([1e-39, -1e-39])
+    s, _, _ = lif_fwd(h, torch.full((2,), 0.5), 0.0, True)
+    expected = lif_ref(h, 0.5, threshold=0.0, beta=BETA)
+    assert torch.equal(s, expected) and s[0, 2, 0] == 1

@@ -4,9 +4,12 @@ Each module holds one op: its forward and backward ``@njit(parallel=True)``
 kernels, then their host launchers, with the signatures of
 ``docs/kernel_contract.md``. Each ``prange`` iteration owns one lane: a batch
 row and a block of neighbouring neurons. It walks time inside the lane with the
-block's neurons innermost, so memory is read in contiguous runs and the neuron
-loop compiles to SIMD (a lane per single neuron, striding through time, was
-measured up to 4x slower: ``bench/cpu_candidates.py``). State is float32, or
+block's neurons innermost, so memory is read in contiguous runs, and it copies
+each time step's rows into local buffers padded to 16 values (:func:`padded`),
+where the neuron loops compile to SIMD without a scalar remainder (a lane per
+single neuron, striding through time, was measured up to 4x slower:
+``bench/cpu_candidates.py``). Backward kernels flush subnormals to zero
+(:func:`flush_subnormals`). State is float32, or
 float64 for float64 input; bfloat16/float16 inputs are upcast to float32 by
 the launcher. Nothing here is imported by ``import fastsnn``.
 
@@ -28,11 +31,16 @@ kernels compile in every process instead of failing at import.
 
 from __future__ import annotations
 
+import platform
 import threading
 
 import numba
 import numpy as np
 import torch
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 
 def cpu_kernel(fn):
@@ -108,3 +116,49 @@ def launch_block(B: int, N: int) -> int:
         _launch_state.threads = threads
     blocks = max(1, min(-(-4 * threads // max(B, 1)), N // 64))
     return max(1, -(-N // blocks))
+
+
+# Subnormal numbers (below 1.2e-38 in float32) cost 20-100x per operation on x86. Gradients sink
+# into them: a saturated softmax hands the backward g ~ 1e-37 for a whole sample, and adjoints
+# decay by alpha per step back in time. Measured on the long workload: LIF backward 40 ms and the
+# weight-gradient GEMM after it 330 ms, against 15 and 16 ms without subnormals. Backward kernels
+# therefore run with MXCSR's flush-to-zero and denormals-are-zero bits set (what CUDA's -ftz does),
+# and restore the register before they return. Elsewhere (e.g. ARM, where subnormals run at full
+# speed) these are no-ops. Forward kernels never set them: a subnormal membrane above a threshold
+# of 0 still spikes.
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+_FTZ_DAZ = 0x8040
+
+
+def _mxcsr(builder, name: str, ptr) -> None:
+    fnty = ir.FunctionType(ir.VoidType(), [ir.PointerType(ir.IntType(8))])
+    builder.call(cgutils.get_or_insert_function(builder.module, fnty, name),
+                 [builder.bitcast(ptr, ir.PointerType(ir.IntType(8)))])
+
+
+@intrinsic
+def flush_subnormals(typingctx):
+    """Set flush-to-zero and denormals-are-zero for this thread; returns the state to restore."""
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        if not _X86:
+            return ir.Constant(i32, 0)
+        ptr = cgutils.alloca_once(builder, i32)
+        _mxcsr(builder, "llvm.x86.sse.stmxcsr", ptr)
+        old = builder.load(ptr)
+        builder.store(builder.or_(old, ir.Constant(i32, _FTZ_DAZ)), ptr)
+        _mxcsr(builder, "llvm.x86.sse.ldmxcsr", ptr)
+        return old
+    return types.uint32(), codegen
+
+
+@intrinsic
+def restore_subnormals(typingctx, state):
+    """Undo :func:`flush_subnormals` with the state it returned."""
+    def codegen(context, builder, signature, args):
+        if _X86:
+            ptr = cgutils.alloca_once(builder, ir.IntType(32))
+            builder.store(args[0], ptr)
+            _mxcsr(builder, "llvm.x86.sse.ldmxcsr", ptr)
+        return context.get_dummy_value()
+    return types.void(types.uint32), codegen

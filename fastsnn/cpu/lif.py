@@ -12,7 +12,8 @@ import torch
 from numba import prange, types
 from numba.extending import overload
 
-from fastsnn.cpu import cpu_kernel, lane_span, launch_block, np_view, padded, staged
+from fastsnn.cpu import (cpu_kernel, flush_subnormals, lane_span, launch_block, np_view, padded,
+                         restore_subnormals, staged)
 from fastsnn.ops import state_dtype
 
 
@@ -61,7 +62,7 @@ def exp_nonpositive(x, out, bits):
 # Cephes' expf (range reduction by ln 2 in two parts, degree-7 polynomial, 2^k from the exponent
 # bits) written as plain loops, so that it vectorises: pip's llvmlite has no vector math library,
 # and a call to np.exp keeps the surrogate's loop scalar. Within 2 ulp of np.exp on [-87, 0];
-# below that exp(x) < 1.7e-38 and is returned as 2^-126 * p, as negligible as the true value.
+# below -87, where float32 exp turns subnormal, it returns 0, as flush-to-zero would.
 _LOG2E = np.float32(1.44269504088896341)
 _LN2_HI = np.float32(0.693359375)
 _LN2_LO = np.float32(-2.12194440e-4)
@@ -87,7 +88,8 @@ def _exp_nonpositive(x, out, bits):
             p = p * r + _P[3]
             p = p * r + _P[4]
             p = p * r + _P[5]
-            out[j] = p * r * r + r + np.float32(1.0)
+            p = p * r * r + r + np.float32(1.0)
+            out[j] = p if x[j] >= np.float32(-87.0) else np.float32(0.0)
             bits[j] = (np.int32(k) + np.int32(127)) << np.int32(23)
         scale = bits.view(np.float32)  # 2^k
         for j in range(x.shape[0]):
@@ -103,11 +105,14 @@ def lif_bwd_kernel(g, u, s8, alpha, threshold, beta, detach_reset, need_dalpha, 
     t = T-1, which gives dh_{T-1} = 0 and starts ds at g_{T-1}). At t = 0 the row
     s_0 = 0 stands in for s_{-1}. The surrogate beta sig(z) (1 - sig(z)), z = beta (v - threshold),
     is computed as beta e / (1 + e)^2 with e = exp(-|z|), which never overflows.
+
+    Runs with subnormals flushed to zero (:func:`fastsnn.cpu.flush_subnormals`).
     """
     B, T, N = g.shape
     zero, one = g.dtype.type(0), g.dtype.type(1)
     nblk = -(-N // block)
     for lane in prange(B * nblk):
+        fp_state = flush_subnormals()
         b, n0, n1 = lane_span(lane, nblk, block, N)
         m = n1 - n0
         size = padded(m)
@@ -144,6 +149,7 @@ def lif_bwd_kernel(g, u, s8, alpha, threshold, beta, detach_reset, need_dalpha, 
             dh[b, t, n0:n1] = dh_t[:m]
         if need_dalpha:
             dalpha_lanes[b, n0:n1] = da[:m]
+        restore_subnormals(fp_state)
 
 
 def lif_fwd(h: torch.Tensor, alpha: torch.Tensor, threshold: float, save: bool):

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from numba import prange
 
-from fastsnn.cpu import cpu_kernel, lane_span, launch_block, np_view
+from fastsnn.cpu import (cpu_kernel, flush_subnormals, lane_span, launch_block, np_view, padded,
+                         restore_subnormals, staged)
 from fastsnn.ops import state_dtype
 
 
@@ -24,12 +25,15 @@ def leaky_readout_fwd_kernel(h, alpha, block, u):
     nblk = -(-C // block)
     for lane in prange(B * nblk):
         b, c0, c1 = lane_span(lane, nblk, block, C)
-        a = alpha[c0:c1]
-        u_t = np.zeros(c1 - c0, h.dtype)
+        m = c1 - c0
+        size = padded(m)
+        a = staged(alpha[c0:c1], size)
+        u_t = np.zeros(size, h.dtype)
+        h_t = np.zeros(size, h.dtype)
         for t in range(T):
-            u[b, t, c0:c1] = u_t
-            h_t = h[b, t, c0:c1]
-            for j in range(c1 - c0):
+            u[b, t, c0:c1] = u_t[:m]
+            h_t[:m] = h[b, t, c0:c1]
+            for j in range(size):
                 u_t[j] = a[j] * u_t[j] + h_t[j]
 
 
@@ -37,44 +41,53 @@ def leaky_readout_fwd_kernel(h, alpha, block, u):
 def leaky_readout_bwd_kernel(g, u, alpha, need_dalpha, block, dh, dalpha_lanes):
     """g, dh: (B, T, C) state dtype; u: (B, T, C) or empty; alpha: (C,); dalpha_lanes: (B, C) or empty.
 
-    du = dL/du_{t+1} walks time from T-1 down, starting at 0.
+    du = dL/du_{t+1} walks time from T-1 down, starting at 0. Subnormals flushed to zero.
     """
     B, T, C = g.shape
     nblk = -(-C // block)
     for lane in prange(B * nblk):
+        fp_state = flush_subnormals()
         b, c0, c1 = lane_span(lane, nblk, block, C)
-        a = alpha[c0:c1]
-        du = np.zeros(c1 - c0, g.dtype)
-        da = np.zeros(c1 - c0, g.dtype)
+        m = c1 - c0
+        size = padded(m)
+        a = staged(alpha[c0:c1], size)
+        du = np.zeros(size, g.dtype)
+        da = np.zeros(size, g.dtype)
+        g_t = np.zeros(size, g.dtype)
+        u_t = np.zeros(size, g.dtype)
         for t in range(T - 1, -1, -1):
-            dh[b, t, c0:c1] = du
+            dh[b, t, c0:c1] = du[:m]
             if need_dalpha:
-                u_t = u[b, t, c0:c1]
-                for j in range(c1 - c0):
+                u_t[:m] = u[b, t, c0:c1]
+                for j in range(size):
                     da[j] += du[j] * u_t[j]
-            g_t = g[b, t, c0:c1]
-            for j in range(c1 - c0):
+            g_t[:m] = g[b, t, c0:c1]
+            for j in range(size):
                 du[j] = g_t[j] + a[j] * du[j]
         if need_dalpha:
-            dalpha_lanes[b, c0:c1] = da
+            dalpha_lanes[b, c0:c1] = da[:m]
+        restore_subnormals(fp_state)
 
 
 @cpu_kernel
-def leaky_readout_sum_fwd_kernel(h, alpha, block, m):
-    """h: (B, T, C) state dtype; alpha: (C,); m: (B, C) = sum_t u_t."""
+def leaky_readout_sum_fwd_kernel(h, alpha, block, m_out):
+    """h: (B, T, C) state dtype; alpha: (C,); m_out: (B, C) = sum_t u_t."""
     B, T, C = h.shape
     nblk = -(-C // block)
     for lane in prange(B * nblk):
         b, c0, c1 = lane_span(lane, nblk, block, C)
-        a = alpha[c0:c1]
-        u_t = np.zeros(c1 - c0, h.dtype)
-        acc = np.zeros(c1 - c0, h.dtype)
+        m = c1 - c0
+        size = padded(m)
+        a = staged(alpha[c0:c1], size)
+        u_t = np.zeros(size, h.dtype)
+        h_t = np.zeros(size, h.dtype)
+        acc = np.zeros(size, h.dtype)
         for t in range(T):
-            h_t = h[b, t, c0:c1]
-            for j in range(c1 - c0):
+            h_t[:m] = h[b, t, c0:c1]
+            for j in range(size):
                 acc[j] += u_t[j]
                 u_t[j] = a[j] * u_t[j] + h_t[j]
-        m[b, c0:c1] = acc
+        m_out[b, c0:c1] = acc[:m]
 
 
 @cpu_kernel
@@ -82,30 +95,38 @@ def leaky_readout_sum_bwd_kernel(grad_m, h, alpha, need_dalpha, block, dh, dalph
     """grad_m: (B, C); h: (B, T, C) or empty; dh: (B, T, C); alpha: (C,); dalpha_lanes: (B, C) or empty.
 
     dh_k = grad_m c_k with c_k = dm/dh_k, and e_k = dc_k/dalpha, both 0 at k = T-1.
+    Subnormals flushed to zero.
     """
     B, T, C = dh.shape
     one = grad_m.dtype.type(1)
     nblk = -(-C // block)
     for lane in prange(B * nblk):
+        fp_state = flush_subnormals()
         b, c0, c1 = lane_span(lane, nblk, block, C)
-        a = alpha[c0:c1]
-        gm = grad_m[b, c0:c1]
-        c_k = np.zeros(c1 - c0, grad_m.dtype)
-        e_k = np.zeros(c1 - c0, grad_m.dtype)
-        acc = np.zeros(c1 - c0, grad_m.dtype)
+        m = c1 - c0
+        size = padded(m)
+        a = staged(alpha[c0:c1], size)
+        gm = staged(grad_m[b, c0:c1], size)
+        c_k = np.zeros(size, grad_m.dtype)
+        e_k = np.zeros(size, grad_m.dtype)
+        acc = np.zeros(size, grad_m.dtype)
+        h_k = np.zeros(size, grad_m.dtype)
+        dh_k = np.zeros(size, grad_m.dtype)
         for k in range(T - 1, -1, -1):
-            dh_k = dh[b, k, c0:c1]
-            for j in range(c1 - c0):
+            for j in range(size):
                 dh_k[j] = gm[j] * c_k[j]
+            dh[b, k, c0:c1] = dh_k[:m]
             if need_dalpha:
-                h_k = h[b, k, c0:c1]
-                for j in range(c1 - c0):
+                h_k[:m] = h[b, k, c0:c1]
+                for j in range(size):
                     acc[j] += h_k[j] * e_k[j]
-            for j in range(c1 - c0):
+            for j in range(size):
                 e_k[j] = c_k[j] + a[j] * e_k[j]
                 c_k[j] = one + a[j] * c_k[j]
         if need_dalpha:
-            dalpha_lanes[b, c0:c1] = gm * acc
+            for j in range(m):
+                dalpha_lanes[b, c0 + j] = gm[j] * acc[j]
+        restore_subnormals(fp_state)
 
 
 def leaky_readout_fwd(h: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
