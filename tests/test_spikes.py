@@ -55,3 +55,14 @@ def test_spike_matmul_saves_bits():
 def test_pack_ops_pass_opcheck():
     torch.library.opcheck(torch.ops.fastsnn.pack_spikes.default, (spikes(6, 13),))
     torch.library.opcheck(torch.ops.fastsnn.unpack_spikes.default, (pack_spikes(spikes(13, 6)), 13, torch.float32))
+
+
+@pytest.mark.parametrize("m,k,chunk_bytes", [(77, 13, 8 * 13 * 4), (77, 13, 24 * 13 * 4), (64, 5, 1 << 20), (9, 3, 1)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_blockwise_weight_gradient_equals_the_whole_product(m, k, chunk_bytes, dtype):
+    """The CPU weight gradient unpacks x in row blocks (ragged last block, one block, blocks of 8 rows)."""
+    from fastsnn.cpu.spikes import spike_weight_grad_cpu
+
+    x = spikes(m, k, seed=3).to(dtype)
+    g = torch.randn(m, 6, generator=torch.Generator().manual_seed(4), dtype=dtype)
+    torch.testing.assert_close(spike_weight_grad_cpu(pack_spikes(x), g, chunk_bytes), g.t() @ x)
