@@ -8,6 +8,6 @@ Importing fastsnn never initialises CUDA nor imports Triton.
 
 __version__ = "0.1.0"
 
-from .ops import BACKENDS, leaky_readout, leaky_readout_sum, lif  # noqa: E402
+from .ops import BACKENDS, leaky_readout, leaky_readout_sum, lif, lif_sum  # noqa: E402
 
-__all__ = ["lif", "leaky_readout", "leaky_readout_sum", "BACKENDS", "__version__"]
+__all__ = ["lif", "lif_sum", "leaky_readout", "leaky_readout_sum", "BACKENDS", "__version__"]

@@ -23,7 +23,12 @@ class IPDNetwork(nn.Module):
         self.readout = LeakyReadout(model.hidden, stimulus.num_classes, tau_ms=readout_tau, **common)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.readout.time_sum(self.hidden(x))
+        weights = self.readout.time_weights(x.shape[1], x.dtype, x.device)
+        if weights is None:
+            return self.readout.time_sum(self.hidden(x))
+        # sum_t u_t = (sum_k c_k s_k) @ W2: the LIF kernel accumulates the weighted spike count itself,
+        # so neither the (B, T, hidden) spikes nor their gradient is ever stored
+        return self.hidden.time_sum(x, weights) @ self.readout.effective_weight()
 
     def set_backend(self, backend: str) -> None:
         """Run both layers on ``backend`` (the weights are unchanged)."""

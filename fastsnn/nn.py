@@ -132,6 +132,11 @@ class LIF(_Projected):
         return ops.lif(self.project(x), self.alpha(), threshold=self.threshold, beta=self.beta,
                        detach_reset=self.detach_reset, backend=self.backend)
 
+    def time_sum(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """x (B, T, in_features) -> (B, out_features) = sum_t weights_t s_t, by :func:`fastsnn.lif_sum`."""
+        return ops.lif_sum(self.project(x), self.alpha(), weights, threshold=self.threshold, beta=self.beta,
+                           detach_reset=self.detach_reset, backend=self.backend)
+
 
 class LeakyReadout(_Projected):
     """x (B, T, in_features) -> membrane (B, T, out_features): ``h = x @ W`` then :func:`fastsnn.leaky_readout`.
@@ -154,11 +159,18 @@ class LeakyReadout(_Projected):
         return ops.leaky_readout(self.project(x), self.alpha(), backend=self.backend)
 
     def time_sum(self, x: torch.Tensor) -> torch.Tensor:
-        alpha = self.alpha()
-        if self.backend == "reference" or isinstance(alpha, torch.Tensor):
-            return ops.leaky_readout_sum(self.project(x), alpha, backend=self.backend)
+        weights = self.time_weights(x.shape[1], x.dtype, x.device)
+        if weights is None:
+            return ops.leaky_readout_sum(self.project(x), self.alpha(), backend=self.backend)
         # One decay for all outputs: sum_t u_t = sum_k c_k (x_k @ W) = (sum_k c_k x_k) @ W, so contract
         # time first, on the narrower input, and skip the (B, T, out) projection and the time loop.
         self._check_input(x)
-        c = _time_weights(alpha, x.shape[1], x.dtype, x.device)
-        return torch.matmul(c, x) @ self.effective_weight()  # (T,) @ (B, T, in): no copy of x, unlike einsum
+        return torch.matmul(weights, x) @ self.effective_weight()  # (T,) @ (B, T, in): no copy of x, unlike einsum
+
+    def time_weights(self, steps: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
+        """The (steps,) c_k with ``time_sum(x) = (sum_k c_k x_k) @ W`` when one fixed tau allows it on a
+        fast backend; None for learnt per-neuron tau and for the reference backend (its plain loop)."""
+        alpha = self.alpha()
+        if self.backend == "reference" or isinstance(alpha, torch.Tensor):
+            return None
+        return _time_weights(alpha, steps, dtype, device)

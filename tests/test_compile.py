@@ -55,6 +55,9 @@ def test_opcheck(backend):
         (torch.ops.fastsnn.lif.default, (_h(3, 9, 6), alpha, 1.0, 5.0, False, True, backend)),
         (torch.ops.fastsnn.lif.default, (_h(3, 9, 6), alpha, 0.5, 2.0, True, True, backend)),
         (torch.ops.fastsnn.lif.default, (_h(3, 9, 6).detach(), alpha.detach(), 1.0, 5.0, False, False, backend)),
+        (torch.ops.fastsnn.lif_sum.default, (_h(3, 9, 6), alpha, torch.linspace(0, 2, 9), 1.0, 5.0, False, True,
+                                             backend)),
+        (torch.ops.fastsnn.lif_sum.default, (_h(3, 9, 6), alpha, torch.ones(9), 0.5, 2.0, True, True, backend)),
         (torch.ops.fastsnn.leaky_readout.default, (_h(2, 7, 6), alpha, backend)),
         (torch.ops.fastsnn.leaky_readout_sum.default, (_h(2, 7, 6), alpha, backend)),
     ]:
@@ -68,14 +71,16 @@ def test_eager_functions_equal_the_custom_ops(backend):
 
     alpha = torch.full((6,), TAU5, requires_grad=True)
     g = torch.randn(3, 9, 6, generator=torch.Generator().manual_seed(4))
+    weights = torch.linspace(0, 2, 9)
     for entry, args in [(registry.lif, (1.0, 5.0, False, True)), (registry.lif, (0.5, 2.0, True, True)),
+                        (registry.lif_sum, (weights, 1.0, 5.0, False, True)),
                         (registry.leaky_readout, ()), (registry.leaky_readout_sum, ())]:
         results = []
         for call in (entry.function.apply, entry.op):
             h = _h(3, 9, 6)
             out = call(h, alpha, *args, backend)
             out = out[0] if isinstance(out, tuple) else out
-            weight = g if out.ndim == 3 else g[:, 0]  # readout_sum returns (B, C)
+            weight = g if out.ndim == 3 else g[:, 0]  # the sums return (B, N)
             grads = torch.autograd.grad((out * weight).sum(), (h, alpha))
             results.append((out.detach(), grads))
         (out_f, grads_f), (out_o, grads_o) = results

@@ -1,4 +1,4 @@
-"""The public ops (fastsnn.lif, leaky_readout, leaky_readout_sum) on every backend, through the
+"""The public ops (fastsnn.lif, lif_sum, leaky_readout, leaky_readout_sum) on every backend, through the
 autograd layer, against the reference; input validation; saved bytes; NaN propagation.
 
 The launchers themselves are covered shape by shape in test_cpu_kernels.py and
@@ -13,7 +13,7 @@ import torch
 from conftest import assert_close
 
 import fastsnn
-from fastsnn.ops import leaky_readout_ref, leaky_readout_sum_ref, lif_ref, resolve_backend
+from fastsnn.ops import leaky_readout_ref, leaky_readout_sum_ref, lif_ref, lif_sum_ref, resolve_backend
 
 TAU5 = math.exp(-1 / 5)
 # (backend, device) pairs to test: Triton on CPU tensors under the interpreter (CI), on CUDA
@@ -84,6 +84,49 @@ def test_lif_matches_reference(target, B, T, N, contiguous, alpha, threshold, de
         x = x.cpu()
         assert rel_err(x, y) < 1e-5 or (x == 0).all() and (y == 0).all(), name
         assert_close(name, x, y, rtol=1e-4, atol=1e-4 * y.abs().max().item())
+
+
+SUM_CASES = [(3, 63, 30, True, TAU5, 1.0, False, "ones"), (1, 2, 1, True, "tensor", 1.0, True, "ramp"),
+             (4, 17, 257, False, "tensor", 0.5, False, "readout"), (64, 3, 5, False, 0.95, 2.0, True, "ramp"),
+             (2, 1, 3, True, TAU5, 1.0, False, "ones")]
+
+
+def time_weights(kind, T):
+    if kind == "ones":  # a spike count
+        return torch.ones(T)
+    if kind == "ramp":
+        return torch.linspace(-1, 2, T)
+    return torch.tensor(fastsnn.ops.readout_time_weights(TAU5, T), dtype=torch.float32)
+
+
+@pytest.mark.parametrize("target", FAST)
+@pytest.mark.parametrize("B,T,N,contiguous,alpha,threshold,detach,weights", SUM_CASES,
+                         ids=[f"B{c[0]}-T{c[1]}-N{c[2]}-a{c[4]}-d{int(c[6])}-{c[7]}" for c in SUM_CASES])
+def test_lif_sum_matches_reference(target, B, T, N, contiguous, alpha, threshold, detach, weights):
+    backend, device = target
+    h = currents(B, T, N, contiguous=contiguous, device=device)
+    a = alpha_for(alpha, N, device=device)
+    w = time_weights(weights, T)
+    h_ref, a_ref = on_cpu(h, a)
+    expected = lif_sum_ref(h_ref, a_ref, w, threshold=threshold, detach_reset=detach)
+    got = fastsnn.lif_sum(h, a, w.to(device), threshold=threshold, detach_reset=detach, backend=backend)
+    assert got.shape == (B, N) and got.dtype == h.dtype
+    assert_close("out", got.cpu(), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got.cpu(), (fastsnn.lif(h, a, threshold=threshold, backend=backend).cpu()
+                                           * w[:, None]).sum(1), rtol=1e-5, atol=1e-5)
+    for name, x, y in zip(["dh", "dalpha"], grads(got, [h, a]), grads(expected, [h_ref, a_ref])):
+        x = x.cpu()
+        assert rel_err(x, y) < 1e-5 or (x == 0).all() and (y == 0).all(), name
+
+
+@pytest.mark.parametrize("target", FAST)
+def test_lif_sum_saves_no_spikes(target):
+    """Forward state as for lif (u float32 + s uint8, 5 bytes per element) plus alpha and the weights."""
+    backend, device = target
+    h = currents(2, 9, 4, device=device)
+    w = torch.ones(9, device=device)
+    saved = saved_bytes(lambda: fastsnn.lif_sum(h, TAU5, w, backend=backend))
+    assert saved == 2 * 9 * 4 * 5 + 4 * 4 + 9 * 4
 
 
 @pytest.mark.parametrize("target", FAST)
@@ -188,6 +231,12 @@ BAD = [
     (lambda: fastsnn.lif(torch.zeros(2, 3, 4), 0.5, beta=0.0), ValueError, "beta must be > 0"),
     (lambda: fastsnn.lif(torch.zeros(2, 3, 4), torch.ones(4, device="meta")), ValueError, "alpha is on meta but h is on cpu"),
     (lambda: fastsnn.lif(torch.zeros(2, 3, 4), 0.5, backend="cuda"), ValueError, "backend must be one of"),
+    (lambda: fastsnn.lif_sum(torch.zeros(2, 3, 4), 0.5, torch.ones(4)), ValueError, r"weights must have shape \(T,\) = \(3,\)"),
+    (lambda: fastsnn.lif_sum(torch.zeros(2, 3, 4), 0.5, torch.ones(3, dtype=torch.int64)), TypeError, "weights must be floating"),
+    (lambda: fastsnn.lif_sum(torch.zeros(2, 3, 4), 0.5, torch.ones(3, requires_grad=True)), ValueError, "weights get no gradient"),
+    (lambda: fastsnn.lif_sum(torch.zeros(2, 3, 4), 0.5, [1.0, float("nan"), 0.0]), ValueError, "weights must be finite"),
+    (lambda: fastsnn.lif_sum(torch.zeros(2, 3, 4), 0.5, torch.ones(3, device="meta")), ValueError, "weights are on meta but h is on cpu"),
+    (lambda: fastsnn.lif_sum(torch.zeros(2, 3, 4), 0.5, "abc"), TypeError, r"weights must be a \(T,\) tensor"),
     (lambda: fastsnn.leaky_readout(torch.zeros(2, 3), 0.5), ValueError, r"h must have shape \(B, T, N\)"),
     (lambda: fastsnn.leaky_readout_sum(torch.zeros(2, 3, 4), -0.1), ValueError, r"alpha must lie in \[0, 1\]"),
 ]

@@ -18,15 +18,17 @@ from fastsnn.ops import state_dtype
 
 
 @cpu_kernel
-def lif_fwd_kernel(h, alpha, threshold, save, block, s, u, s8):
+def lif_fwd_kernel(h, alpha, threshold, save, weights, block, s, u, s8, total):
     """h, s, u: (B, T, N) state dtype; alpha: (N,); s8: (B, T, N) uint8; one lane = (b, block of neurons).
 
-    Writes s; with ``save`` also u (pre-reset membrane) and s8 (s as uint8, NaN as 0).
+    Writes s, or with (T,) ``weights`` (empty: none) only total: (B, N) = sum_t weights_t s_t;
+    with ``save`` also u (pre-reset membrane) and s8 (s as uint8, NaN as 0).
     A NaN membrane spikes NaN, as in the reference. The update computed at t = T-1
     (from the unused h_{T-1}) is discarded.
     """
     B, T, N = h.shape
     zero, one = h.dtype.type(0), h.dtype.type(1)
+    summing = weights.shape[0] > 0
     nblk = -(-N // block)
     for lane in prange(B * nblk):
         b, n0, n1 = lane_span(lane, nblk, block, N)
@@ -37,9 +39,15 @@ def lif_fwd_kernel(h, alpha, threshold, save, block, s, u, s8):
         u_t = np.zeros(size, h.dtype)
         s_t = np.zeros(size, h.dtype)
         h_t = np.zeros(size, h.dtype)
+        acc = np.zeros(size, h.dtype)
         s8_t = np.zeros(size, np.uint8)
         for t in range(T):
-            s[b, t, n0:n1] = s_t[:m]
+            if summing:
+                w_t = weights[t]
+                for j in range(size):
+                    acc[j] += w_t * s_t[j]
+            else:
+                s[b, t, n0:n1] = s_t[:m]
             if save:
                 u[b, t, n0:n1] = u_t[:m]
                 for j in range(size):
@@ -52,6 +60,8 @@ def lif_fwd_kernel(h, alpha, threshold, save, block, s, u, s8):
                 v[j] = u_next * (one - s_t[j])
                 u_t[j] = u_next
                 s_t[j] = s_next
+        if summing:
+            total[b, n0:n1] = acc[:m]
 
 
 def exp_nonpositive(x, out, bits):
@@ -98,8 +108,11 @@ def _exp_nonpositive(x, out, bits):
 
 
 @cpu_kernel
-def lif_bwd_kernel(g, u, s8, alpha, threshold, beta, detach_reset, need_dalpha, block, dh, dalpha_lanes):
+def lif_bwd_kernel(g, u, s8, alpha, threshold, beta, detach_reset, need_dalpha, weights, block, dh, dalpha_lanes):
     """g, u, dh: (B, T, N) state dtype; s8: (B, T, N) uint8; alpha: (N,); dalpha_lanes: (B, N) or empty.
+
+    With (T,) ``weights`` (empty: none) g is (B, 1, N), the gradient of sum_t weights_t s_t,
+    and the kernel uses g_t = weights_t g, never stored.
 
     Walks time from T-1 down with dv = dL/dv_{t+1}, ds = dL/ds_{t+1} (both 0 at
     t = T-1, which gives dh_{T-1} = 0 and starts ds at g_{T-1}). At t = 0 the row
@@ -108,8 +121,9 @@ def lif_bwd_kernel(g, u, s8, alpha, threshold, beta, detach_reset, need_dalpha, 
 
     Runs with subnormals flushed to zero (:func:`fastsnn.cpu.flush_subnormals`).
     """
-    B, T, N = g.shape
+    B, T, N = u.shape
     zero, one = g.dtype.type(0), g.dtype.type(1)
+    summing = weights.shape[0] > 0
     nblk = -(-N // block)
     for lane in prange(B * nblk):
         fp_state = flush_subnormals()
@@ -129,8 +143,14 @@ def lif_bwd_kernel(g, u, s8, alpha, threshold, beta, detach_reset, need_dalpha, 
         s_t = np.zeros(size, np.uint8)
         s_prev = np.zeros(size, np.uint8)
         bits = np.zeros(size, np.int32)
+        g_sum = staged(g[b, 0, n0:n1], size)
         for t in range(T - 1, -1, -1):
-            g_t[:m] = g[b, t, n0:n1]
+            if summing:
+                w_t = weights[t]
+                for j in range(size):
+                    g_t[j] = w_t * g_sum[j]
+            else:
+                g_t[:m] = g[b, t, n0:n1]
             u_t[:m] = u[b, t, n0:n1]
             s_t[:m] = s8[b, t, n0:n1]
             s_prev[:m] = s8[b, max(t - 1, 0), n0:n1]
@@ -152,32 +172,42 @@ def lif_bwd_kernel(g, u, s8, alpha, threshold, beta, detach_reset, need_dalpha, 
         restore_subnormals(fp_state)
 
 
-def lif_fwd(h: torch.Tensor, alpha: torch.Tensor, threshold: float, save: bool):
-    """h: (B, T, N); alpha: (N,) -> s: (B, T, N) dtype of h, u: (B, T, N) state dtype or None, s8: uint8 or None."""
+def lif_fwd(h: torch.Tensor, alpha: torch.Tensor, threshold: float, save: bool, weights: torch.Tensor | None = None):
+    """h: (B, T, N); alpha: (N,); weights: (T,) or None -> (out, u, s8):
+    out = s (B, T, N) dtype of h, or with weights sum_t weights_t s_t (B, N) state dtype;
+    u: (B, T, N) state dtype or None; s8: (B, T, N) uint8 or None."""
     dtype = state_dtype(h.dtype)
     B, T, N = h.shape
-    s = torch.empty((B, T, N), dtype=dtype)
+    s = torch.empty((B, T, N), dtype=dtype) if weights is None else None
+    total = torch.empty((B, N), dtype=dtype) if weights is not None else None
     u = torch.empty((B, T, N), dtype=dtype) if save else None
     s8 = torch.empty((B, T, N), dtype=torch.uint8) if save else None
     h_np = np_view(h.to(dtype), dtype, 3)
     lif_fwd_kernel(
-        h_np, np_view(alpha.to(dtype), dtype, 1), h_np.dtype.type(threshold), save, launch_block(B, N),
-        np_view(s, dtype, 3), np_view(u, dtype, 3), np_view(s8, torch.uint8, 3),
+        h_np, np_view(alpha.to(dtype), dtype, 1), h_np.dtype.type(threshold), save, _weights(weights, dtype),
+        launch_block(B, N), np_view(s, dtype, 3), np_view(u, dtype, 3), np_view(s8, torch.uint8, 3),
+        np_view(total, dtype, 2),
     )
-    return s.to(h.dtype), u, s8
+    return (s.to(h.dtype) if weights is None else total), u, s8
 
 
-def lif_bwd(grad_s, u, s8, alpha, threshold: float, beta: float, detach_reset: bool, need_dalpha: bool):
-    """grad_s, u: (B, T, N); s8: (B, T, N) uint8; alpha: (N,) -> dh: (B, T, N) state dtype, dalpha: (N,) or None."""
-    dtype = state_dtype(grad_s.dtype)
-    B, T, N = grad_s.shape
+def lif_bwd(grad, u, s8, alpha, threshold: float, beta: float, detach_reset: bool, need_dalpha: bool,
+            weights: torch.Tensor | None = None):
+    """grad: (B, T, N), or (B, N) with weights: (T,); u: (B, T, N); s8: (B, T, N) uint8; alpha: (N,)
+    -> dh: (B, T, N) state dtype, dalpha: (N,) or None."""
+    dtype = state_dtype(grad.dtype)
+    B, T, N = u.shape
     dh = torch.empty((B, T, N), dtype=dtype)
     dalpha_lanes = torch.empty((B, N), dtype=dtype) if need_dalpha else None
-    g_np = np_view(grad_s.to(dtype), dtype, 3)
+    g_np = np_view(grad.to(dtype).reshape(B, T if weights is None else 1, N), dtype, 3)
     scalar = g_np.dtype.type
     lif_bwd_kernel(
         g_np, np_view(u.to(dtype), dtype, 3), np_view(s8, torch.uint8, 3), np_view(alpha.to(dtype), dtype, 1),
-        scalar(threshold), scalar(beta), detach_reset, need_dalpha, launch_block(B, N),
+        scalar(threshold), scalar(beta), detach_reset, need_dalpha, _weights(weights, dtype), launch_block(B, N),
         np_view(dh, dtype, 3), np_view(dalpha_lanes, dtype, 2),
     )
     return dh, dalpha_lanes.sum(0) if need_dalpha else None
+
+
+def _weights(weights: torch.Tensor | None, dtype: torch.dtype):
+    return np_view(weights.to(dtype).contiguous() if weights is not None else None, dtype, 1)

@@ -21,12 +21,12 @@ import os
 
 import torch
 
-from .reference import leaky_readout_ref, leaky_readout_sum_ref, lif_ref
+from .reference import leaky_readout_ref, leaky_readout_sum_ref, lif_ref, lif_sum_ref
 
 BACKENDS = ("auto", "reference", "cpu", "triton")
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
-__all__ = ["lif", "leaky_readout", "leaky_readout_sum", "lif_ref", "leaky_readout_ref",
+__all__ = ["lif", "lif_sum", "leaky_readout", "leaky_readout_sum", "lif_ref", "lif_sum_ref", "leaky_readout_ref",
            "leaky_readout_sum_ref", "resolve_backend", "BACKENDS"]
 
 
@@ -140,6 +140,50 @@ def lif(h: torch.Tensor, alpha, *, threshold: float = 1.0, beta: float = 5.0, de
 
     return registry.lif(h.contiguous(), alpha_t, threshold, beta, bool(detach_reset),
                         _needs_state(h, alpha_t), backend)[0]
+
+
+def lif_sum(h: torch.Tensor, alpha, weights, *, threshold: float = 1.0, beta: float = 5.0,
+            detach_reset: bool = False, backend: str = "auto") -> torch.Tensor:
+    """:func:`lif` weighted and summed over time: h (B, T, N) -> (B, N) = sum_t weights_t s_t, dtype of h.
+
+    ``weights``: (T,) tensor or sequence of finite floats, which gets no gradient (all ones
+    counts spikes; :meth:`fastsnn.nn.LeakyReadout.time_weights` folds a leaky readout's time
+    sum into it). The fast backends never store the (B, T, N) spikes, and their backward
+    never builds the (B, T, N) spike gradient: it uses ``weights_t * grad`` in the time loop.
+    """
+    _check_h("h", h)
+    threshold = _check_scalar("threshold", threshold)
+    beta = _check_scalar("beta", beta, lo=0.0)
+    alpha_t = _alpha_tensor(alpha, h)
+    weights_t = _weights_tensor(weights, h)
+    backend = resolve_backend(backend, h.device)
+    if backend == "reference":
+        return lif_sum_ref(_upcast(h), _ref_alpha(alpha), weights_t, threshold=threshold, beta=beta,
+                           detach_reset=detach_reset).to(h.dtype)
+    from . import registry
+
+    return registry.lif_sum(h.contiguous(), alpha_t, weights_t, threshold, beta, bool(detach_reset),
+                            _needs_state(h, alpha_t), backend)[0].to(h.dtype)
+
+
+def _weights_tensor(weights, h: torch.Tensor) -> torch.Tensor:
+    """Validate (T,) time weights and return them as a state-dtype tensor on h's device."""
+    if not isinstance(weights, torch.Tensor):
+        try:
+            weights = torch.tensor(weights, dtype=state_dtype(h.dtype), device=h.device)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"weights must be a (T,) tensor or a sequence of floats, got {type(weights).__name__}")
+    if weights.shape != (h.shape[1],):
+        raise ValueError(f"weights must have shape (T,) = ({h.shape[1]},), got shape {tuple(weights.shape)}")
+    if not weights.is_floating_point():
+        raise TypeError(f"weights must be floating point, got {weights.dtype}")
+    if weights.requires_grad:
+        raise ValueError("weights get no gradient; pass weights.detach() (or use fastsnn.lif and sum yourself)")
+    if weights.device != h.device:
+        raise ValueError(f"weights are on {weights.device} but h is on {h.device}; put both on one device")
+    if not torch.compiler.is_compiling() and not torch.isfinite(weights).all():  # data-dependent: eager only
+        raise ValueError("weights must be finite")
+    return weights.to(state_dtype(h.dtype)).contiguous()
 
 
 def leaky_readout(h: torch.Tensor, alpha, *, backend: str = "auto") -> torch.Tensor:

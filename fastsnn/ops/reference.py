@@ -61,6 +61,11 @@ def lif_ref(
     return torch.stack(out, dim=1)
 
 
+def lif_sum_ref(h: torch.Tensor, alpha: Alpha, weights: torch.Tensor, **kwargs) -> torch.Tensor:
+    """:func:`lif_ref` weighted and summed over time: (B, T, N) -> (B, N) = sum_t weights_t s_t."""
+    return (lif_ref(h, alpha, **kwargs) * weights[:, None]).sum(1)
+
+
 def leaky_readout_ref(h: torch.Tensor, alpha: Alpha) -> torch.Tensor:
     """Leaky integrator without spikes: h (B, T, C) -> membrane u (B, T, C).
 

@@ -127,6 +127,61 @@ lif_bwd = _Op("lif_bwd", _lif_bwd, _lif_bwd_fake)
 lif = _Op("lif", _lif, _lif_fake, lif_bwd, _lif_setup, _lif_backward)
 
 
+# --- LIF summed over time with weights ------------------------------------------------------------
+
+def _lif_sum(h: Tensor, alpha: Tensor, weights: Tensor, threshold: float, beta: float, detach_reset: bool,
+             save: bool, backend: str) -> tuple[Tensor, Tensor, Tensor]:
+    """h (B, T, N), alpha (N,), weights (T,) -> (sum_t weights_t s_t (B, N), u, s8), in the state dtype."""
+    total, u, s8 = launchers(backend, "lif").lif_fwd(h, alpha, threshold, save, weights)
+    if not save:
+        return total, _nothing(h, _state_dtype(h)), _nothing(h, torch.uint8)
+    return total, u, s8
+
+
+def _lif_sum_fake(h, alpha, weights, threshold, beta, detach_reset, save, backend):
+    total = h.new_empty((h.shape[0], h.shape[2]), dtype=_state_dtype(h))
+    if not save:
+        return total, _nothing(h, _state_dtype(h)), _nothing(h, torch.uint8)
+    return total, torch.empty_like(h, dtype=_state_dtype(h)), torch.empty_like(h, dtype=torch.uint8)
+
+
+def _lif_sum_bwd(grad: Tensor, weights: Tensor, u: Tensor, s8: Tensor, alpha: Tensor, threshold: float,
+                 beta: float, detach_reset: bool, need_dalpha: bool, backend: str) -> tuple[Tensor, Tensor]:
+    dh, dalpha = launchers(backend, "lif").lif_bwd(grad, u, s8, alpha, threshold, beta, detach_reset, need_dalpha,
+                                                   weights)
+    return dh, _dalpha_or_zeros(dalpha, alpha)
+
+
+def _lif_sum_bwd_fake(grad, weights, u, s8, alpha, threshold, beta, detach_reset, need_dalpha, backend):
+    return torch.empty_like(u), torch.empty_like(alpha)
+
+
+def _lif_sum_setup(ctx, inputs, output):
+    h, alpha, weights, threshold, beta, detach_reset, save, backend = inputs
+    ctx.save_for_backward(output[1], output[2], alpha, weights)
+    ctx.mark_non_differentiable(output[1], output[2])
+    ctx.args = (threshold, beta, detach_reset, save, backend, h.dtype)
+    ctx.set_materialize_grads(False)
+
+
+def _lif_sum_backward(ctx, lif_sum_bwd, grad, grad_u, grad_s8):
+    u, s8, alpha, weights = ctx.saved_tensors
+    threshold, beta, detach_reset, save, backend, h_dtype = ctx.args
+    if not save:
+        raise RuntimeError("fastsnn::lif_sum ran with save=False (no state for the backward); "
+                           "call fastsnn.lif_sum, which saves whenever a gradient is needed")
+    if grad is None:
+        grad = u.new_zeros(u.shape[0], u.shape[2])
+    need_dalpha = ctx.needs_input_grad[1]
+    dh, dalpha = lif_sum_bwd(grad.to(u.dtype).contiguous(), weights, u, s8, alpha, threshold, beta, detach_reset,
+                             need_dalpha, backend)
+    return dh.to(h_dtype), (dalpha if need_dalpha else None), None, None, None, None, None, None
+
+
+lif_sum_bwd = _Op("lif_sum_bwd", _lif_sum_bwd, _lif_sum_bwd_fake)
+lif_sum = _Op("lif_sum", _lif_sum, _lif_sum_fake, lif_sum_bwd, _lif_sum_setup, _lif_sum_backward)
+
+
 # --- leaky readout -----------------------------------------------------------------------------
 
 def _leaky_readout(h: Tensor, alpha: Tensor, backend: str) -> Tensor:
