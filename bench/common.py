@@ -20,9 +20,13 @@ def sync(device: str | torch.device = "cpu") -> None:
         torch.cuda.synchronize()
 
 
-def alternate(candidates: dict[str, Callable[[], object]], repeats: int, device="cpu", warmup: int = 1) -> dict:
-    """Time each candidate ``repeats`` times, interleaved (A B C A B C ...), so that drifts in the
-    machine's speed hit all of them alike. Returns {name: {"median_s", "q20_s", "q80_s", "runs"}}."""
+def alternate(candidates: dict[str, Callable[[], object]], repeats: int, device="cpu", warmup: int = 1,
+              block: int = 1) -> dict:
+    """Time each candidate in ``repeats`` rounds, interleaved (A B C A B C ...), so that drifts in the
+    machine's speed hit all of them alike. In each round a candidate runs ``block + 1`` times in a
+    row, as in a training loop, and the first call (the one that finds the caches holding the
+    previous candidate's data) is not timed; with ``block=1`` every call follows another candidate.
+    Returns {name: {"median_s", "q20_s", "q80_s", "runs"}} over all timed calls."""
     for fn in candidates.values():
         for _ in range(warmup):
             fn()
@@ -30,10 +34,14 @@ def alternate(candidates: dict[str, Callable[[], object]], repeats: int, device=
     times = {name: [] for name in candidates}
     for _ in range(repeats):
         for name, fn in candidates.items():
-            start = time.perf_counter()
-            fn()
-            sync(device)
-            times[name].append(time.perf_counter() - start)
+            if block > 1:
+                fn()
+                sync(device)
+            for _ in range(block):
+                start = time.perf_counter()
+                fn()
+                sync(device)
+                times[name].append(time.perf_counter() - start)
     out = {}
     for name, ts in times.items():
         q = statistics.quantiles(ts, n=5) if len(ts) > 1 else [ts[0]] * 4

@@ -146,10 +146,11 @@ def lif_sum(h: torch.Tensor, alpha, weights, *, threshold: float = 1.0, beta: fl
             detach_reset: bool = False, backend: str = "auto") -> torch.Tensor:
     """:func:`lif` weighted and summed over time: h (B, T, N) -> (B, N) = sum_t weights_t s_t, dtype of h.
 
-    ``weights``: (T,) tensor or sequence of finite floats, which gets no gradient (all ones
+    ``weights``: (T,) tensor or sequence of floats, which gets no gradient (all ones
     counts spikes; :meth:`fastsnn.nn.LeakyReadout.time_weights` folds a leaky readout's time
     sum into it). The fast backends never store the (B, T, N) spikes, and their backward
     never builds the (B, T, N) spike gradient: it uses ``weights_t * grad`` in the time loop.
+    A NaN or infinite weight propagates into the output, as NaN in h does.
     """
     _check_h("h", h)
     threshold = _check_scalar("threshold", threshold)
@@ -181,8 +182,6 @@ def _weights_tensor(weights, h: torch.Tensor) -> torch.Tensor:
         raise ValueError("weights get no gradient; pass weights.detach() (or use fastsnn.lif and sum yourself)")
     if weights.device != h.device:
         raise ValueError(f"weights are on {weights.device} but h is on {h.device}; put both on one device")
-    if not torch.compiler.is_compiling() and not torch.isfinite(weights).all():  # data-dependent: eager only
-        raise ValueError("weights must be finite")
     return weights.to(state_dtype(h.dtype)).contiguous()
 
 
