@@ -133,13 +133,9 @@ class LIF(_Projected):
                        detach_reset=self.detach_reset, backend=self.backend)
 
     def time_sum(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """x (B, T, in_features) -> (B, out_features) = sum_t weights_t s_t, by :func:`fastsnn.lif_sum`
-        (:func:`fastsnn.ops.spike_lif_sum` with ``binary_input``)."""
-        options = dict(threshold=self.threshold, beta=self.beta, detach_reset=self.detach_reset, backend=self.backend)
-        if self.binary_input:
-            self._check_input(x)
-            return ops.spike_lif_sum(x, self.effective_weight(), self.alpha(), weights, **options)
-        return ops.lif_sum(self.project(x), self.alpha(), weights, **options)
+        """x (B, T, in_features) -> (B, out_features) = sum_t weights_t s_t, by :func:`fastsnn.lif_sum`."""
+        return ops.lif_sum(self.project(x), self.alpha(), weights, threshold=self.threshold, beta=self.beta,
+                           detach_reset=self.detach_reset, backend=self.backend)
 
 
 class LeakyReadout(_Projected):

@@ -66,32 +66,3 @@ def test_blockwise_weight_gradient_equals_the_whole_product(m, k, chunk_bytes, d
     x = spikes(m, k, seed=3).to(dtype)
     g = torch.randn(m, 6, generator=torch.Generator().manual_seed(4), dtype=dtype)
     torch.testing.assert_close(spike_weight_grad_cpu(pack_spikes(x), g, chunk_bytes), g.t() @ x)
-
-
-@pytest.mark.parametrize("backend", ["cpu", "triton"])
-@pytest.mark.parametrize("learn_alpha,x_grad", [(False, False), (True, True)])
-def test_fused_spike_lif_sum_equals_the_composition(backend, learn_alpha, x_grad):
-    """spike_lif_sum runs spike_matmul and lif_sum as one autograd node: same numbers, same gradients."""
-    import fastsnn
-    from fastsnn.ops import spike_lif_sum
-
-    x = spikes(3, 11, 13, seed=5).requires_grad_(x_grad)
-    w = (torch.randn(13, 7, generator=torch.Generator().manual_seed(6)) * 1.5).requires_grad_()
-    alpha = torch.full((7,), 0.8, requires_grad=True) if learn_alpha else 0.8
-    weights = torch.linspace(0.5, 2, 11)
-    g = torch.randn(3, 7, generator=torch.Generator().manual_seed(7))
-    inputs = [t for t in (x, w, alpha) if isinstance(t, torch.Tensor) and t.requires_grad]
-    fused = spike_lif_sum(x, w, alpha, weights, threshold=0.9, detach_reset=True, backend=backend)
-    composed = fastsnn.lif_sum(spike_matmul(x, w), alpha, weights, threshold=0.9, detach_reset=True, backend=backend)
-    assert torch.equal(fused, composed) and fused.abs().sum() > 0
-    for a, b in zip(torch.autograd.grad((fused * g).sum(), inputs), torch.autograd.grad((composed * g).sum(), inputs)):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
-
-
-def test_spike_lif_sum_bad_weight_matrix():
-    from fastsnn.ops import spike_lif_sum
-
-    with pytest.raises(ValueError, match=r"w must be a tensor of shape \(K, N\) with K = x.shape\[2\] = 13"):
-        spike_lif_sum(spikes(3, 11, 13), torch.zeros(12, 7), 0.8, torch.ones(11))
-    with pytest.raises(ValueError, match="w is on meta but x is on cpu"):
-        spike_lif_sum(spikes(3, 11, 13), torch.zeros(13, 7, device="meta"), 0.8, torch.ones(11))

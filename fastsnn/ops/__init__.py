@@ -22,12 +22,11 @@ import os
 import torch
 
 from .reference import leaky_readout_ref, leaky_readout_sum_ref, lif_ref, lif_sum_ref
-from .spikes import spike_matmul
 
 BACKENDS = ("auto", "reference", "cpu", "triton")
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
-__all__ = ["lif", "lif_sum", "spike_lif_sum", "leaky_readout", "leaky_readout_sum", "lif_ref", "lif_sum_ref", "leaky_readout_ref",
+__all__ = ["lif", "lif_sum", "leaky_readout", "leaky_readout_sum", "lif_ref", "lif_sum_ref", "leaky_readout_ref",
            "leaky_readout_sum_ref", "resolve_backend", "BACKENDS"]
 
 
@@ -83,24 +82,20 @@ def _check_scalar(name: str, value, lo: float | None = None) -> float:
 
 def _alpha_tensor(alpha, h: torch.Tensor) -> torch.Tensor:
     """Validate ``alpha`` (float in [0, 1] or (N,) tensor) and return it as an (N,) state-dtype tensor."""
-    return _alpha_for(alpha, h.shape[2], h.dtype, h.device, "h")
-
-
-def _alpha_for(alpha, n: int, dtype: torch.dtype, device: torch.device, name: str) -> torch.Tensor:
-    """:func:`_alpha_tensor` for N = n neurons whose currents have ``dtype`` and live on ``device``."""
-    state = state_dtype(dtype)
+    n = h.shape[2]
+    state = state_dtype(h.dtype)
     if isinstance(alpha, torch.Tensor):
         if alpha.shape != (n,):
             raise ValueError(f"alpha must be a float or a tensor of shape (N,) = ({n},), got shape {tuple(alpha.shape)}")
         if not alpha.is_floating_point():
             raise TypeError(f"alpha must be a floating-point tensor, got {alpha.dtype}")
-        if alpha.device != device:
-            raise ValueError(f"alpha is on {alpha.device} but {name} is on {device}; put both on one device")
+        if alpha.device != h.device:
+            raise ValueError(f"alpha is on {alpha.device} but h is on {h.device}; put both on one device")
         return alpha.to(state).contiguous()
     value = _check_scalar("alpha", alpha)
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1] (alpha = exp(-dt/tau)), got {value!r}")
-    return torch.full((n,), value, dtype=state, device=device)
+    return torch.full((n,), value, dtype=state, device=h.device)
 
 
 def readout_time_weights(alpha: float, steps: int) -> tuple[float, ...]:
@@ -172,57 +167,22 @@ def lif_sum(h: torch.Tensor, alpha, weights, *, threshold: float = 1.0, beta: fl
                             _needs_state(h, alpha_t), backend)[0].to(h.dtype)
 
 
-def spike_lif_sum(x: torch.Tensor, w: torch.Tensor, alpha, weights, *, threshold: float = 1.0, beta: float = 5.0,
-                  detach_reset: bool = False, backend: str = "auto") -> torch.Tensor:
-    """:func:`lif_sum` of the projection ``x @ w`` of 0/1 spikes: x (B, T, K), w (K, N) -> (B, N).
-
-    Equals ``lif_sum(spike_matmul(x, w), alpha, weights, ...)`` (x kept as bits for w's gradient,
-    :mod:`fastsnn.ops.spikes`). Eagerly, on a fast backend and with a gradient to compute, it runs
-    as one autograd node: one Python forward and backward instead of two, and no checks between
-    them (a seed-size training step: 3.06 ms against 3.39 ms, side by side).
-    """
-    _check_h("x", x)
-    if not isinstance(w, torch.Tensor) or w.ndim != 2 or w.shape[0] != x.shape[2]:
-        shape = tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__
-        raise ValueError(f"w must be a tensor of shape (K, N) with K = x.shape[2] = {x.shape[2]}, got {shape}")
-    if w.device != x.device:
-        raise ValueError(f"w is on {w.device} but x is on {x.device}; put both on one device")
-    resolved = resolve_backend(backend, x.device)
-    fused = resolved != "reference" and torch.is_grad_enabled() and not torch.compiler.is_compiling()
-    if not fused:
-        return lif_sum(spike_matmul(x, w), alpha, weights, threshold=threshold, beta=beta,
-                       detach_reset=detach_reset, backend=backend)
-    threshold = _check_scalar("threshold", threshold)
-    beta = _check_scalar("beta", beta, lo=0.0)
-    dtype = torch.result_type(x, w)
-    alpha_t = _alpha_for(alpha, w.shape[1], dtype, x.device, "x")
-    weights_t = _weights_for(weights, x.shape[1], dtype, x.device, "x")
-    from .spikes import SpikeLIFSum
-
-    return SpikeLIFSum.apply(x, w, alpha_t, weights_t, threshold, beta, bool(detach_reset), resolved).to(dtype)
-
-
 def _weights_tensor(weights, h: torch.Tensor) -> torch.Tensor:
     """Validate (T,) time weights and return them as a state-dtype tensor on h's device."""
-    return _weights_for(weights, h.shape[1], h.dtype, h.device, "h")
-
-
-def _weights_for(weights, steps: int, dtype: torch.dtype, device: torch.device, name: str) -> torch.Tensor:
-    """:func:`_weights_tensor` for ``steps`` time steps of currents of ``dtype`` on ``device``."""
     if not isinstance(weights, torch.Tensor):
         try:
-            weights = torch.tensor(weights, dtype=state_dtype(dtype), device=device)
+            weights = torch.tensor(weights, dtype=state_dtype(h.dtype), device=h.device)
         except (TypeError, ValueError, RuntimeError):
             raise TypeError(f"weights must be a (T,) tensor or a sequence of floats, got {type(weights).__name__}")
-    if weights.shape != (steps,):
-        raise ValueError(f"weights must have shape (T,) = ({steps},), got shape {tuple(weights.shape)}")
+    if weights.shape != (h.shape[1],):
+        raise ValueError(f"weights must have shape (T,) = ({h.shape[1]},), got shape {tuple(weights.shape)}")
     if not weights.is_floating_point():
         raise TypeError(f"weights must be floating point, got {weights.dtype}")
     if weights.requires_grad:
         raise ValueError("weights get no gradient; pass weights.detach() (or use fastsnn.lif and sum yourself)")
-    if weights.device != device:
-        raise ValueError(f"weights are on {weights.device} but {name} is on {device}; put both on one device")
-    return weights.to(state_dtype(dtype)).contiguous()
+    if weights.device != h.device:
+        raise ValueError(f"weights are on {weights.device} but h is on {h.device}; put both on one device")
+    return weights.to(state_dtype(h.dtype)).contiguous()
 
 
 def leaky_readout(h: torch.Tensor, alpha, *, backend: str = "auto") -> torch.Tensor:

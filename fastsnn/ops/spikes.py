@@ -85,39 +85,6 @@ class SpikeMatmul(torch.autograd.Function):
         return dx, dw
 
 
-class SpikeLIFSum(torch.autograd.Function):
-    """``lif_sum(spike_matmul(x, w), ...)`` as one autograd node (eager mode, fast backends;
-    inputs validated by :func:`fastsnn.ops.spike_lif_sum`): the implementations of both, with
-    one Python forward and backward instead of two."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, w: Tensor, alpha: Tensor, weights: Tensor, threshold: float, beta: float,
-                detach_reset: bool, backend: str) -> Tensor:
-        from .registry import _lif_sum
-
-        rows = x.detach().reshape(-1, x.shape[-1])
-        bits = _pack_spikes(rows) if w.requires_grad else rows.new_empty((0,), dtype=torch.uint8)
-        h = x @ w
-        total, u, s8 = _lif_sum(h, alpha, weights, threshold, beta, detach_reset, True, backend)
-        ctx.save_for_backward(bits, w, u, s8, alpha, weights)
-        ctx.args = (threshold, beta, detach_reset, backend, rows.shape[0], x.dtype, h.dtype)
-        return total
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        from .registry import _lif_sum_bwd
-
-        bits, w, u, s8, alpha, weights = ctx.saved_tensors
-        threshold, beta, detach_reset, backend, rows, x_dtype, h_dtype = ctx.args
-        need_dalpha = ctx.needs_input_grad[2]
-        dh, dalpha = _lif_sum_bwd(grad.to(u.dtype).contiguous(), weights, u, s8, alpha, threshold, beta,
-                                  detach_reset, need_dalpha, backend)
-        dh = dh.to(h_dtype)
-        dx = (dh @ w.t()).to(x_dtype) if ctx.needs_input_grad[0] else None
-        dw = _weight_grad(bits, dh.reshape(-1, dh.shape[-1]), rows).t().to(w.dtype) if ctx.needs_input_grad[1] else None
-        return dx, dw, (dalpha if need_dalpha else None), None, None, None, None, None
-
-
 def _weight_grad(bits: Tensor, grad: Tensor, rows: int) -> Tensor:
     """grad (M, N), bits of x (M, K) -> grad^T x (N, K).
 
