@@ -27,6 +27,16 @@ def poison_empty(monkeypatch):
     monkeypatch.setattr(torch, "empty_like", lambda *a, **k: _poison(_empty_like(*a, **k)))
 
 
+def backend_device(backend: str) -> str:
+    """Where a backend's tensors live in these tests: the CPU, except Triton compiled for a GPU
+    (TRITON_INTERPRET=0, as bench/gpu_check.py runs the tests), which needs CUDA tensors."""
+    if backend != "triton" or os.environ.get("TRITON_INTERPRET") == "1":
+        return "cpu"
+    if not torch.cuda.is_available():
+        pytest.skip("Triton without its interpreter needs a CUDA device")
+    return "cuda"
+
+
 def assert_close(name: str, actual: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-5, atol: float = 1e-6):
     """Compare two tensors, failing on NaN, with the location of the worst element in the message."""
     assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"

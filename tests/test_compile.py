@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import backend_device
 
 from fastsnn.config import ModelConfig, StimulusConfig
 from fastsnn.model import IPDNetwork
@@ -44,22 +45,25 @@ def test_compiled_training_step_matches_eager(learn_tau):
         torch.testing.assert_close(comp, eager, rtol=1e-6, atol=1e-7)
 
 
-def _h(*shape):
-    return (torch.randn(*shape, generator=torch.Generator().manual_seed(3)) * 0.8 + 0.3).requires_grad_()
+def _h(*shape, device="cpu"):
+    h = torch.randn(*shape, generator=torch.Generator().manual_seed(3)) * 0.8 + 0.3
+    return h.to(device).requires_grad_()
 
 
 @pytest.mark.parametrize("backend", ["cpu", "triton"])
 def test_opcheck(backend):
-    alpha = torch.full((6,), TAU5, requires_grad=True)
+    device = backend_device(backend)
+    alpha = torch.full((6,), TAU5, device=device, requires_grad=True)
+    ramp, ones = torch.linspace(0, 2, 9, device=device), torch.ones(9, device=device)
     for op, args in [
-        (torch.ops.fastsnn.lif.default, (_h(3, 9, 6), alpha, 1.0, 5.0, False, True, backend)),
-        (torch.ops.fastsnn.lif.default, (_h(3, 9, 6), alpha, 0.5, 2.0, True, True, backend)),
-        (torch.ops.fastsnn.lif.default, (_h(3, 9, 6).detach(), alpha.detach(), 1.0, 5.0, False, False, backend)),
-        (torch.ops.fastsnn.lif_sum.default, (_h(3, 9, 6), alpha, torch.linspace(0, 2, 9), 1.0, 5.0, False, True,
-                                             backend)),
-        (torch.ops.fastsnn.lif_sum.default, (_h(3, 9, 6), alpha, torch.ones(9), 0.5, 2.0, True, True, backend)),
-        (torch.ops.fastsnn.leaky_readout.default, (_h(2, 7, 6), alpha, backend)),
-        (torch.ops.fastsnn.leaky_readout_sum.default, (_h(2, 7, 6), alpha, backend)),
+        (torch.ops.fastsnn.lif.default, (_h(3, 9, 6, device=device), alpha, 1.0, 5.0, False, True, backend)),
+        (torch.ops.fastsnn.lif.default, (_h(3, 9, 6, device=device), alpha, 0.5, 2.0, True, True, backend)),
+        (torch.ops.fastsnn.lif.default, (_h(3, 9, 6, device=device).detach(), alpha.detach(), 1.0, 5.0, False, False,
+                                         backend)),
+        (torch.ops.fastsnn.lif_sum.default, (_h(3, 9, 6, device=device), alpha, ramp, 1.0, 5.0, False, True, backend)),
+        (torch.ops.fastsnn.lif_sum.default, (_h(3, 9, 6, device=device), alpha, ones, 0.5, 2.0, True, True, backend)),
+        (torch.ops.fastsnn.leaky_readout.default, (_h(2, 7, 6, device=device), alpha, backend)),
+        (torch.ops.fastsnn.leaky_readout_sum.default, (_h(2, 7, 6, device=device), alpha, backend)),
     ]:
         torch.library.opcheck(op, args)
 
@@ -69,15 +73,16 @@ def test_eager_functions_equal_the_custom_ops(backend):
     """Eagerly the ops skip the custom-op dispatcher (fastsnn.ops.registry): same numbers, same gradients."""
     from fastsnn.ops import registry
 
-    alpha = torch.full((6,), TAU5, requires_grad=True)
-    g = torch.randn(3, 9, 6, generator=torch.Generator().manual_seed(4))
-    weights = torch.linspace(0, 2, 9)
+    device = backend_device(backend)
+    alpha = torch.full((6,), TAU5, device=device, requires_grad=True)
+    g = torch.randn(3, 9, 6, generator=torch.Generator().manual_seed(4)).to(device)
+    weights = torch.linspace(0, 2, 9, device=device)
     for entry, args in [(registry.lif, (1.0, 5.0, False, True)), (registry.lif, (0.5, 2.0, True, True)),
                         (registry.lif_sum, (weights, 1.0, 5.0, False, True)),
                         (registry.leaky_readout, ()), (registry.leaky_readout_sum, ())]:
         results = []
         for call in (entry.function.apply, entry.op):
-            h = _h(3, 9, 6)
+            h = _h(3, 9, 6, device=device)
             out = call(h, alpha, *args, backend)
             out = out[0] if isinstance(out, tuple) else out
             weight = g if out.ndim == 3 else g[:, 0]  # the sums return (B, N)
