@@ -263,3 +263,24 @@ def test_lif_sum_nan_weight_propagates(target):
     h = currents(2, 6, 3, device=device).detach() * 4
     out = fastsnn.lif_sum(h, TAU5, [1.0, 1.0, float("nan"), 1.0, 1.0, 1.0], backend=backend)
     assert torch.isnan(out).all()
+
+
+@pytest.mark.parametrize("target", WITH_REFERENCE)
+@pytest.mark.parametrize("dtype", [torch.float64, *HALF_TOL], ids=str)
+def test_lif_sum_other_dtypes(target, dtype):
+    """float64 (CPU kernels only; to 1e-12 against the float64 reference) and 16-bit inputs
+    (against the float32 reference on the upcast input, within one rounding to 16 bits)."""
+    backend, device = target
+    if dtype == torch.float64 and backend == "triton":
+        pytest.skip("Triton kernels take float32, bfloat16 and float16")
+    h = currents(3, 40, 7, dtype=dtype, device=device)
+    ref_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    h_ref = h.detach().to(ref_dtype).cpu().requires_grad_()
+    w = torch.linspace(-1, 2, 40)
+    got = fastsnn.lif_sum(h, TAU5, w.to(device), backend=backend)
+    expected = lif_sum_ref(h_ref, TAU5, w.to(ref_dtype))
+    tol = 1e-12 if dtype == torch.float64 else HALF_TOL[dtype]
+    assert got.dtype == dtype and rel_err(got.cpu(), expected) < tol
+    (dh,) = grads(got.to(ref_dtype), [h])  # the same upstream gradient as the reference's
+    (dh_ref,) = grads(expected, [h_ref])
+    assert dh.dtype == dtype and rel_err(dh.cpu(), dh_ref) < tol
