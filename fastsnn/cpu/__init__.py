@@ -103,17 +103,23 @@ def _start_numba_threads() -> None:
         _threads_started = True
 
 
-def launch_block(B: int, N: int) -> int:
-    """Set numba's thread count to torch's (capped at numba's pool) and return the neurons per lane.
-
-    Whole rows when the batch alone gives every thread 4 lanes; otherwise rows are
-    split into equal blocks, as many as that takes but none under 64 neurons.
-    """
+def sync_threads() -> int:
+    """Set numba's thread count to torch's (capped at numba's pool) before a launch; returns it."""
     _start_numba_threads()
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     if getattr(_launch_state, "threads", None) != threads:  # numba's count is per Python thread
         numba.set_num_threads(threads)
         _launch_state.threads = threads
+    return threads
+
+
+def launch_block(B: int, N: int) -> int:
+    """:func:`sync_threads`, then the neurons per lane for a (B, N) plane of lanes.
+
+    Whole rows when the batch alone gives every thread 4 lanes; otherwise rows are
+    split into equal blocks, as many as that takes but none under 64 neurons.
+    """
+    threads = sync_threads()
     blocks = max(1, min(-(-4 * threads // max(B, 1)), N // 64))
     return max(1, -(-N // blocks))
 

@@ -143,7 +143,7 @@ def lif_bwd_kernel(g, u, s8, alpha, threshold, beta, detach_reset, need_dalpha, 
         s_t = np.zeros(size, np.uint8)
         s_prev = np.zeros(size, np.uint8)
         bits = np.zeros(size, np.int32)
-        g_sum = staged(g[b, 0, n0:n1], size)
+        g_sum = staged(g[b, 0, n0:n1], size) if summing else np.zeros(size, g.dtype)  # g has no row 0 when T = 0
         for t in range(T - 1, -1, -1):
             if summing:
                 w_t = weights[t]

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from numba import prange
 
-from . import cpu_kernel, launch_block
+from . import cpu_kernel, sync_threads
 
 
 @cpu_kernel
@@ -44,7 +44,7 @@ def pack_spikes_cpu(x: torch.Tensor) -> torch.Tensor:
     if x.dtype not in (torch.float32, torch.float64):
         x = x.float()
     bits = torch.empty(-(-x.shape[0] // 8), x.shape[1], dtype=torch.uint8)
-    launch_block(1, 1)
+    sync_threads()
     pack_kernel(x.numpy(), bits.numpy())
     return bits
 
@@ -53,7 +53,7 @@ def unpack_spikes_cpu(bits: torch.Tensor, m: int, dtype: torch.dtype, out: torch
     """(ceil(M/8), K) uint8 -> (M, K) 0/1 of ``dtype``, written into ``out`` (float32/64, contiguous) if given."""
     work = dtype if dtype in (torch.float32, torch.float64) else torch.float32
     x = torch.empty(m, bits.shape[1], dtype=work) if out is None else out
-    launch_block(1, 1)
+    sync_threads()
     unpack_kernel(bits.contiguous().numpy(), x.numpy())
     return x.to(dtype)
 

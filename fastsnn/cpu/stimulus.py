@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from numba import prange
 
-from . import cpu_kernel, launch_block
+from . import cpu_kernel, sync_threads
 
 _M32 = np.uint64(0xFFFFFFFF)
 
@@ -35,7 +35,7 @@ def poisson_spikes_kernel(keys, table, prob, out):
 def poisson_spikes(keys: torch.Tensor, table: torch.Tensor, prob: torch.Tensor) -> torch.Tensor:
     """keys (n,) int32, table (T, I) int32, prob (n, T, I) float32 -> (n, T, I) float32 spikes."""
     out = torch.empty(prob.shape, dtype=torch.float32)
-    launch_block(1, 1)  # numba's thread count follows torch's
+    sync_threads()
     poisson_spikes_kernel(keys.contiguous().numpy(), table.contiguous().numpy(), prob.contiguous().numpy(),
                           out.numpy())
     return out

@@ -119,6 +119,14 @@ def _needs_state(h: torch.Tensor, alpha: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and (h.requires_grad or alpha.requires_grad)
 
 
+def _lif_arguments(h, alpha, threshold, beta, backend: str) -> tuple[float, float, torch.Tensor, str]:
+    """Validate what :func:`lif` and :func:`lif_sum` share: (threshold, beta, alpha as (N,), backend)."""
+    _check_h("h", h)
+    threshold = _check_scalar("threshold", threshold)
+    beta = _check_scalar("beta", beta, lo=0.0)
+    return threshold, beta, _alpha_tensor(alpha, h), resolve_backend(backend, h.device)
+
+
 def lif(h: torch.Tensor, alpha, *, threshold: float = 1.0, beta: float = 5.0, detach_reset: bool = False,
         backend: str = "auto") -> torch.Tensor:
     """The seed's LIF time loop: input currents h (B, T, N) -> spikes (B, T, N), dtype of h.
@@ -128,11 +136,7 @@ def lif(h: torch.Tensor, alpha, *, threshold: float = 1.0, beta: float = 5.0, de
     [0, 1] or an (N,) tensor (which then gets a gradient). ``detach_reset`` stops the gradient
     through the reset factor ``(1 - s_t)``.
     """
-    _check_h("h", h)
-    threshold = _check_scalar("threshold", threshold)
-    beta = _check_scalar("beta", beta, lo=0.0)
-    alpha_t = _alpha_tensor(alpha, h)
-    backend = resolve_backend(backend, h.device)
+    threshold, beta, alpha_t, backend = _lif_arguments(h, alpha, threshold, beta, backend)
     if backend == "reference":
         return lif_ref(_upcast(h), _ref_alpha(alpha), threshold=threshold, beta=beta,
                        detach_reset=detach_reset).to(h.dtype)
@@ -152,12 +156,8 @@ def lif_sum(h: torch.Tensor, alpha, weights, *, threshold: float = 1.0, beta: fl
     never builds the (B, T, N) spike gradient: it uses ``weights_t * grad`` in the time loop.
     A NaN or infinite weight propagates into the output, as NaN in h does.
     """
-    _check_h("h", h)
-    threshold = _check_scalar("threshold", threshold)
-    beta = _check_scalar("beta", beta, lo=0.0)
-    alpha_t = _alpha_tensor(alpha, h)
+    threshold, beta, alpha_t, backend = _lif_arguments(h, alpha, threshold, beta, backend)
     weights_t = _weights_tensor(weights, h)
-    backend = resolve_backend(backend, h.device)
     if backend == "reference":
         return lif_sum_ref(_upcast(h), _ref_alpha(alpha), weights_t, threshold=threshold, beta=beta,
                            detach_reset=detach_reset).to(h.dtype)
