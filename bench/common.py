@@ -49,9 +49,20 @@ def alternate(candidates: dict[str, Callable[[], object]], repeats: int, device=
     return out
 
 
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``'s "model name", e.g. "AMD EPYC 9B14"), else the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict:
     info = {"python": platform.python_version(), "torch": str(torch.__version__), "threads": torch.get_num_threads(),
-            "cpu": platform.processor() or platform.machine(), "date": date.today().isoformat()}
+            "cpu": cpu_name(), "date": date.today().isoformat()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info

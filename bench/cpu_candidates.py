@@ -3,8 +3,8 @@
 Times a full training step of the seed network at seed size (B=64, T=100, 200 binary
 inputs with p=0.225, 30 hidden LIF neurons, 12 readout classes, loss on 0.01 * sum_t u_t,
 forward + backward, no optimizer) and the LIF layer alone (forward, forward + backward) at
-N=30 and N=1000. The numba candidates run fastsnn.cpu, except "lane per neuron", kept here
-to document the layout fastsnn.cpu rejected. Candidates run alternately, one call each per
+N=30 and N=1000. The numba candidates run fastsnn.ops.lif.cpu, except "lane per neuron", kept here
+to document the layout fastsnn's kernels rejected. Candidates run alternately, one call each per
 round; the tables give medians over rounds and the speedup over the seed's own loop.
 
     PYTHONPATH=. python bench/cpu_candidates.py              # 20-80 s on 2 cores
@@ -25,9 +25,11 @@ import torch
 import torch.nn.functional as F
 from numba import njit, prange
 
-from fastsnn.cpu.lif import lif_bwd, lif_fwd
-from fastsnn.cpu.readout import leaky_readout_bwd, leaky_readout_fwd, leaky_readout_sum_bwd, leaky_readout_sum_fwd
-from fastsnn.ops.reference import leaky_readout_ref, lif_ref, spike_fn
+from fastsnn.ops.lif.cpu import lif_bwd, lif_fwd
+from fastsnn.ops.lif.neuron import Neuron
+from fastsnn.ops.lif.reference import lif_ref, spike_fn
+from fastsnn.ops.readout.cpu import leaky_readout_bwd, leaky_readout_fwd, leaky_readout_sum_bwd, leaky_readout_sum_fwd
+from fastsnn.ops.readout.reference import leaky_readout_ref
 
 ALPHA = math.exp(-1 / 5)
 THRESHOLD, BETA = 1.0, 5.0
@@ -106,17 +108,20 @@ class NumbaLaneLIF(torch.autograd.Function):
         return dh, None
 
 
+SEED_NEURON = Neuron(threshold=THRESHOLD, beta=BETA)
+
+
 class NumbaLIF(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, alpha):
-        s, u, s8 = lif_fwd(h, alpha, THRESHOLD, True)
+        s, u, s8, _ = lif_fwd(h, alpha, None, SEED_NEURON, True)
         ctx.save_for_backward(u, s8, alpha)
         return s
 
     @staticmethod
     def backward(ctx, g):
         u, s8, alpha = ctx.saved_tensors
-        dh, _ = lif_bwd(g.contiguous(), u, s8, alpha, THRESHOLD, BETA, False, False)
+        dh, _, _ = lif_bwd(g.contiguous(), u, s8, None, alpha, None, SEED_NEURON, False, False)
         return dh, None
 
 

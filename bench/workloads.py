@@ -25,7 +25,7 @@ import torch.nn.functional as F
 import fastsnn
 from fastsnn.config import ModelConfig, StimulusConfig
 from fastsnn.model import IPDNetwork
-from fastsnn.ops.spikes import spike_matmul
+from fastsnn.ops import spike_matmul
 
 from . import seed_baseline
 

@@ -8,7 +8,8 @@ import json
 import sys
 from dataclasses import replace
 
-from .config import BACKENDS, DEVICES, ModelConfig, RunConfig, StimulusConfig, TrainConfig
+from .config import (BACKENDS, DEVICES, NEURONS, RESETS, SPIKES, SURROGATES, ModelConfig, RunConfig, StimulusConfig,
+                     TrainConfig)
 
 
 def _train_flags(p: argparse.ArgumentParser) -> None:
@@ -23,6 +24,16 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--readout-tau-ms", type=float, default=None, help="readout time constant (ms; default: --tau-ms)")
     g.add_argument("--learn-tau", action="store_true", help="learn one time constant per neuron")
     g.add_argument("--detach-reset", action="store_true", help="no gradient through the spike reset")
+    g.add_argument("--neuron", choices=NEURONS, default=m.neuron,
+                   help="hidden neuron: lif (the seed) or alif (adaptive threshold)")
+    g.add_argument("--spike", choices=SPIKES, default=m.spike,
+                   help="delayed (the seed: a spike from the previous step's membrane) or same_step")
+    g.add_argument("--reset", choices=RESETS, default=m.reset,
+                   help="zero (the seed), subtract, or subtract_next (same_step only; snnTorch's subtract)")
+    g.add_argument("--surrogate", choices=SURROGATES, default=m.surrogate, help="surrogate gradient of the spike")
+    g.add_argument("--tau-adapt-ms", type=float, default=m.tau_adapt_ms,
+                   help="alif: time constant of the threshold adaptation (ms)")
+    g.add_argument("--adapt", type=float, default=m.adapt, help="alif: threshold increase per unit of adaptation")
     g.add_argument("--dales-law", action="store_true", help="sign-constrained weights (Dale's law)")
     g.add_argument("--ie-ratio", type=float, default=m.ie_ratio, help="fraction of inhibitory rows under Dale's law")
     g.add_argument("--dale-mask", choices=("contiguous", "random"), default=m.dale_mask,
@@ -49,7 +60,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     """Build a validated :class:`RunConfig` from parsed ``train`` flags (raises ValueError)."""
     stimulus = StimulusConfig(anf_per_ear=args.anf_per_ear, phase_offset=args.phase_offset)
     model = ModelConfig(hidden=args.hidden, tau_ms=args.tau_ms, readout_tau_ms=args.readout_tau_ms,
-                        learn_tau=args.learn_tau, detach_reset=args.detach_reset, dales_law=args.dales_law,
+                        learn_tau=args.learn_tau, detach_reset=args.detach_reset, neuron=args.neuron,
+                        spike=args.spike, reset=args.reset, surrogate=args.surrogate,
+                        tau_adapt_ms=args.tau_adapt_ms, adapt=args.adapt, dales_law=args.dales_law,
                         ie_ratio=args.ie_ratio, dale_mask=args.dale_mask, backend=args.backend)
     for name in ("train_batches", "test_batches"):
         if getattr(args, name) < 1:

@@ -11,8 +11,11 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from .ops.lif.neuron import RESETS, SPIKES, SURROGATES
+
 BACKENDS = ("auto", "reference", "cpu", "triton")
 DEVICES = ("auto", "cpu", "cuda")
+NEURONS = ("lif", "alif")
 
 
 def _require(ok: bool, name: str, expected: str, value: Any) -> None:
@@ -73,7 +76,9 @@ class ModelConfig:
     """The network: inputs -> LIF hidden layer -> leaky readout.
 
     ``readout_tau_ms=None`` uses ``tau_ms`` for the readout, as the seed does.
-    ``dale_mask``: ``"contiguous"`` (the seed: the first rows are inhibitory)
+    ``neuron``: ``"lif"`` (the seed) or ``"alif"`` (adaptive threshold ``threshold + adapt * a``,
+    ``a`` decaying with ``tau_adapt_ms``); ``spike``, ``reset`` and ``surrogate`` choose the family
+    member (:func:`fastsnn.lif`; the defaults are the seed's). ``dale_mask``: ``"contiguous"`` (the seed: the first rows are inhibitory)
     or ``"random"`` (a random subset of rows of the same size).
     """
 
@@ -83,6 +88,12 @@ class ModelConfig:
     threshold: float = 1.0
     beta: float = 5.0
     detach_reset: bool = False
+    neuron: str = "lif"
+    spike: str = "delayed"
+    reset: str = "zero"
+    surrogate: str = "sigmoid"
+    tau_adapt_ms: float = 100.0
+    adapt: float = 1.0
     learn_tau: bool = False
     dales_law: bool = False
     ie_ratio: float = 0.5
@@ -96,6 +107,15 @@ class ModelConfig:
             _positive("readout_tau_ms", self.readout_tau_ms)
         _positive("threshold", self.threshold)
         _positive("beta", self.beta)
+        _choice("neuron", self.neuron, NEURONS)
+        _choice("spike", self.spike, SPIKES)
+        _choice("reset", self.reset, RESETS)
+        _require(self.reset != "subtract_next" or self.spike == "same_step", "reset",
+                 "zero or subtract with spike=delayed (subtract_next needs spike=same_step)", self.reset)
+        _choice("surrogate", self.surrogate, SURROGATES)
+        _positive("tau_adapt_ms", self.tau_adapt_ms)
+        _require(isinstance(self.adapt, (int, float)) and not isinstance(self.adapt, bool) and math.isfinite(self.adapt)
+                 and self.adapt >= 0, "adapt", "a finite number >= 0", self.adapt)
         _require(isinstance(self.ie_ratio, (int, float)) and 0 <= self.ie_ratio <= 1,
                  "ie_ratio", "a number in [0, 1]", self.ie_ratio)
         _choice("dale_mask", self.dale_mask, ("contiguous", "random"))

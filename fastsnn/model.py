@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig, StimulusConfig
-from .nn import LIF, LeakyReadout
+from .nn import ALIF, LIF, LeakyReadout
 
 
 class IPDNetwork(nn.Module):
@@ -17,8 +17,13 @@ class IPDNetwork(nn.Module):
         common = dict(dt_ms=stimulus.dt_ms, learn_tau=model.learn_tau, dales_law=model.dales_law,
                       ie_ratio=model.ie_ratio, dale_mask=model.dale_mask, backend=model.backend,
                       binary_input=_binary_input(model.backend), generator=generator)
-        self.hidden = LIF(stimulus.inputs, model.hidden, tau_ms=model.tau_ms, threshold=model.threshold,
-                          beta=model.beta, detach_reset=model.detach_reset, **common)
+        neuron = dict(tau_ms=model.tau_ms, threshold=model.threshold, beta=model.beta,
+                      detach_reset=model.detach_reset, spike=model.spike, reset=model.reset, surrogate=model.surrogate)
+        if model.neuron == "alif":
+            self.hidden = ALIF(stimulus.inputs, model.hidden, tau_adapt_ms=model.tau_adapt_ms, adapt=model.adapt,
+                               **neuron, **common)
+        else:
+            self.hidden = LIF(stimulus.inputs, model.hidden, **neuron, **common)
         readout_tau = model.readout_tau_ms if model.readout_tau_ms is not None else model.tau_ms
         self.readout = LeakyReadout(model.hidden, stimulus.num_classes, tau_ms=readout_tau, **common)
 

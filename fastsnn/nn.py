@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from . import ops
-from .ops.spikes import spike_matmul
+from .ops.lif.neuron import neuron
 
 
 def dale_signs(rows: int, cols: int, ie_ratio: float, mask: str = "contiguous",
@@ -103,7 +103,7 @@ class _Projected(nn.Module):
     def project(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         if self.binary_input:
-            return spike_matmul(x, self.effective_weight())
+            return ops.spike_matmul(x, self.effective_weight())
         return torch.matmul(x, self.effective_weight())
 
     def extra_repr(self) -> str:
@@ -115,27 +115,63 @@ class _Projected(nn.Module):
 class LIF(_Projected):
     """x (B, T, in_features) -> spikes (B, T, out_features): ``h = x @ W`` then :func:`fastsnn.lif`.
 
-    ``binary_input=True`` declares x to be 0/1 spikes: the projection then keeps x for the
-    backward as bits instead of floats (:func:`fastsnn.ops.spikes.spike_matmul`).
+    ``spike``, ``reset``, ``surrogate``, ``fire``, ``threshold``, ``beta`` and ``detach_reset`` choose the
+    member of the LIF family (defaults: the seed's neuron). ``binary_input=True`` declares x to be
+    0/1 spikes: the projection then keeps x for the backward as bits instead of floats
+    (:func:`fastsnn.spike_matmul`).
     """
 
     def __init__(self, in_features: int, out_features: int, *, tau_ms: float = 5.0, dt_ms: float = 1.0,
-                 threshold: float = 1.0, beta: float = 5.0, detach_reset: bool = False, learn_tau: bool = False,
+                 threshold: float = 1.0, beta: float = 5.0, detach_reset: bool = False, spike: str = "delayed",
+                 reset: str = "zero", surrogate: str = "sigmoid", fire: str = ">", learn_tau: bool = False,
                  dales_law: bool = False, ie_ratio: float = 0.5, dale_mask: str = "contiguous",
                  backend: str = "auto", binary_input: bool = False, generator: torch.Generator | None = None):
         super().__init__(in_features, out_features, tau_ms=tau_ms, dt_ms=dt_ms, learn_tau=learn_tau,
                          dales_law=dales_law, ie_ratio=ie_ratio, dale_mask=dale_mask, backend=backend,
                          binary_input=binary_input, generator=generator)
-        self.threshold, self.beta, self.detach_reset = threshold, beta, detach_reset
+        self.options = dict(threshold=threshold, beta=beta, detach_reset=detach_reset, spike=spike, reset=reset,
+                            surrogate=surrogate, fire=fire)
+        neuron(**self.options)  # fail here, not at the first forward
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ops.lif(self.project(x), self.alpha(), threshold=self.threshold, beta=self.beta,
-                       detach_reset=self.detach_reset, backend=self.backend)
+        return self._run(self.project(x))
 
     def time_sum(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """x (B, T, in_features) -> (B, out_features) = sum_t weights_t s_t, by :func:`fastsnn.lif_sum`."""
-        return ops.lif_sum(self.project(x), self.alpha(), weights, threshold=self.threshold, beta=self.beta,
-                           detach_reset=self.detach_reset, backend=self.backend)
+        """x (B, T, in_features) -> (B, out_features) = sum_t weights_t s_t (:func:`fastsnn.lif` with time weights)."""
+        return self._run(self.project(x), weights)
+
+    def _run(self, h: torch.Tensor, time_weights: torch.Tensor | None = None) -> torch.Tensor:
+        return ops.lif(h, self.alpha(), time_weights=time_weights, backend=self.backend, **self.options)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + "".join(f", {k}={v!r}" for k, v in self.options.items())
+
+
+class ALIF(LIF):
+    """:class:`LIF` with an adaptive threshold (:func:`fastsnn.alif`): ``threshold + adapt * a``, where ``a``
+    follows the spikes with time constant ``tau_adapt_ms``; learnt per neuron with ``learn_tau``, as tau is."""
+
+    def __init__(self, in_features: int, out_features: int, *, tau_adapt_ms: float = 100.0, adapt: float = 1.0,
+                 **kwargs):
+        super().__init__(in_features, out_features, **kwargs)
+        if not (isinstance(tau_adapt_ms, (int, float)) and math.isfinite(tau_adapt_ms) and tau_adapt_ms > 0):
+            raise ValueError(f"tau_adapt_ms must be a finite number > 0, got {tau_adapt_ms!r}")
+        self.options["adapt"] = adapt
+        neuron(**self.options, adaptive=True)
+        if self.log_tau is not None:
+            self.log_tau_adapt = nn.Parameter(torch.full((out_features,), math.log(tau_adapt_ms)))
+        else:
+            self.log_tau_adapt = None
+            self._tau_adapt_ms = float(tau_adapt_ms)
+
+    def rho(self) -> float | torch.Tensor:
+        """Decay of the adaptation per step, exp(-dt/tau_adapt): a float, or an (out,) tensor when learnt."""
+        if self.log_tau_adapt is not None:
+            return torch.exp(-self.dt_ms / self.log_tau_adapt.exp())
+        return math.exp(-self.dt_ms / self._tau_adapt_ms)
+
+    def _run(self, h: torch.Tensor, time_weights: torch.Tensor | None = None) -> torch.Tensor:
+        return ops.alif(h, self.alpha(), self.rho(), time_weights=time_weights, backend=self.backend, **self.options)
 
 
 class LeakyReadout(_Projected):

@@ -1,7 +1,7 @@
 """Leaky readout (integrator without spikes) and its sum over time: numba kernels and launchers.
 
 Equations in ``docs/kernel_contract.md``; the oracles are ``leaky_readout_ref`` and
-``leaky_readout_sum_ref`` in ``fastsnn.ops.reference``.
+``leaky_readout_sum_ref`` in ``reference.py`` beside this file.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from numba import prange
 
 from fastsnn.cpu import (cpu_kernel, flush_subnormals, lane_span, launch_block, np_view, padded,
                          restore_subnormals, staged)
-from fastsnn.ops import state_dtype
+from .._common import state_dtype
 
 
 @cpu_kernel

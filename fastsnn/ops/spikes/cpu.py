@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from numba import prange
 
-from . import cpu_kernel, sync_threads
+from fastsnn.cpu import cpu_kernel, sync_threads
 
 
 @cpu_kernel

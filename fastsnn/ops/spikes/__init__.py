@@ -4,7 +4,7 @@ The weight gradient needs the input (``dw = x^T dh``); autograd over ``x @ w`` k
 floats, 32 bits per spike. For spike inputs (the Poisson fibres, the LIF output) one bit
 holds the same information. ``pack_spikes`` / ``unpack_spikes`` are custom ops (a numba
 kernel on the CPU, torch ops elsewhere) so that ``torch.compile`` traces them; eagerly
-their implementations are called directly, as in :mod:`fastsnn.ops.registry`. Eight
+their implementations are called directly, as in :mod:`fastsnn.ops.lif`. Eight
 consecutive rows share a byte per column, so packing runs along contiguous memory.
 """
 
@@ -19,7 +19,7 @@ _SHIFTS = (1, 2, 4, 8, 16, 32, 64, 128)
 def _pack_spikes(x: Tensor) -> Tensor:
     """x (M, K), 0/1 (anything nonzero counts as 1) -> (ceil(M / 8), K) uint8; bit j of [g, k] is x[8g + j, k]."""
     if x.device.type == "cpu":
-        from ..cpu.spikes import pack_spikes_cpu
+        from .cpu import pack_spikes_cpu
 
         return pack_spikes_cpu(x)
     return pack_spikes_torch(x)
@@ -45,7 +45,7 @@ def _(x):
 def _unpack_spikes(bits: Tensor, m: int, dtype: torch.dtype) -> Tensor:
     """The inverse of :func:`pack_spikes`: (ceil(M / 8), K) uint8 -> (M, K) 0/1 of ``dtype``."""
     if bits.device.type == "cpu":
-        from ..cpu.spikes import unpack_spikes_cpu
+        from .cpu import unpack_spikes_cpu
 
         return unpack_spikes_cpu(bits, m, dtype)
     return unpack_spikes_torch(bits, m, dtype)
@@ -94,7 +94,7 @@ def _weight_grad(bits: Tensor, grad: Tensor, rows: int) -> Tensor:
     if torch.compiler.is_compiling():
         return grad.t() @ unpack_spikes(bits, rows, grad.dtype)
     if bits.device.type == "cpu" and grad.dtype in (torch.float32, torch.float64):
-        from ..cpu.spikes import spike_weight_grad_cpu
+        from .cpu import spike_weight_grad_cpu
 
         return spike_weight_grad_cpu(bits, grad.contiguous())
     return grad.t() @ _unpack_spikes(bits, rows, grad.dtype)

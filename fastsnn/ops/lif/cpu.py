@@ -1,0 +1,363 @@
+"""The LIF family on the CPU: numba kernels and their launchers.
+
+Equations and launcher contract: ``docs/kernel_contract.md`` (LIF family); the oracle is
+:func:`fastsnn.ops.lif.reference.lif_ref`. One kernel body serves every member: a factory
+compiles it per structural option (``same_step``, ``reset``, ``adaptive``), which the body
+reads as compile-time constants, so the seed's neuron runs no code of the others. Each lane
+stages its rows in padded local buffers (:func:`fastsnn.cpu.padded`) so that every neuron
+loop vectorises.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+from numba import prange, types
+from numba.extending import overload
+
+from fastsnn.cpu import (cpu_kernel, flush_subnormals, lane_span, launch_block, np_view, padded,
+                         restore_subnormals, staged)
+
+from .._common import state_dtype
+from .neuron import ATAN, SUBTRACT, SUBTRACT_NEXT, ZERO, Neuron
+
+
+@functools.cache
+def lif_fwd_kernel(same_step: bool, reset: int, adaptive: bool):
+    """The forward kernel for one structural variant (compiled on first use, cached on disk)."""
+
+    @cpu_kernel
+    def kernel(h, alpha, rho, threshold, adapt, fire_ge, save, weights, block, s, u, s8, a_out, total):
+        """h, s, u, a_out: (B, T, N) state dtype; alpha, rho: (N,); s8: (B, T, N) uint8; one lane = (b, block
+        of neurons). Writes s, or with (T,) ``weights`` (empty: none) only total: (B, N) = sum_t weights_t s_t;
+        with ``save`` also u (pre-reset membrane), s8 (s as uint8, NaN as 0) and, adaptive, a (a_t: the
+        adaptation the delayed spike s_{t+1} is tested against; same-step: after s_t's update).
+        A NaN membrane spikes NaN, as in the reference.
+        """
+        B, T, N = h.shape
+        zero, one = h.dtype.type(0), h.dtype.type(1)
+        summing = weights.shape[0] > 0
+        nblk = -(-N // block)
+        for lane in prange(B * nblk):
+            b, n0, n1 = lane_span(lane, nblk, block, N)
+            m = n1 - n0
+            size = padded(m)
+            al = staged(alpha[n0:n1], size)
+            rh = staged(rho[n0:n1], size) if adaptive else np.zeros(size, h.dtype)
+            v = np.zeros(size, h.dtype)
+            u_t = np.zeros(size, h.dtype)
+            s_t = np.zeros(size, h.dtype)
+            a_t = np.zeros(size, h.dtype)
+            carry = np.zeros(size, h.dtype)  # subtract_next: theta_t s_t, taken off u_{t+1}
+            h_t = np.zeros(size, h.dtype)
+            acc = np.zeros(size, h.dtype)
+            s8_t = np.zeros(size, np.uint8)
+            for t in range(T):
+                h_t[:m] = h[b, t, n0:n1]
+                if same_step:  # u_t = alpha v_{t-1} + h_t, s_t = H(u_t - theta_t), then reset and adapt
+                    for j in range(size):
+                        th = threshold + adapt * a_t[j] if adaptive else threshold
+                        uj = al[j] * v[j] + h_t[j]
+                        if reset == SUBTRACT_NEXT:
+                            uj = uj - carry[j]
+                        x = uj - th
+                        sj = x if x != x else (one if x > zero or (fire_ge and x == zero) else zero)
+                        if reset == ZERO:
+                            v[j] = uj * (one - sj)
+                        elif reset == SUBTRACT:
+                            v[j] = uj - th * sj
+                        else:
+                            v[j] = uj
+                            carry[j] = th * sj
+                        if adaptive:
+                            a_t[j] = rh[j] * a_t[j] + (one - rh[j]) * sj
+                        u_t[j] = uj
+                        s_t[j] = sj
+                if summing:
+                    w_t = weights[t]
+                    for j in range(size):
+                        acc[j] += w_t * s_t[j]
+                else:
+                    s[b, t, n0:n1] = s_t[:m]
+                if save:
+                    u[b, t, n0:n1] = u_t[:m]
+                    for j in range(size):
+                        s8_t[j] = s_t[j] > zero
+                    s8[b, t, n0:n1] = s8_t[:m]
+                    if adaptive:
+                        a_out[b, t, n0:n1] = a_t[:m]
+                if not same_step:  # s_{t+1} = H(v_t - theta_t), v_{t+1} = reset(alpha v_t + h_t, s_t, theta_t)
+                    for j in range(size):  # (the update at t = T-1, from the unused h_{T-1}, is discarded)
+                        th = threshold + adapt * a_t[j] if adaptive else threshold
+                        u_next = al[j] * v[j] + h_t[j]
+                        x = v[j] - th
+                        s_next = x if x != x else (one if x > zero or (fire_ge and x == zero) else zero)
+                        if reset == ZERO:
+                            v[j] = u_next * (one - s_t[j])
+                        else:
+                            v[j] = u_next - th * s_t[j]
+                        if adaptive:
+                            a_t[j] = rh[j] * a_t[j] + (one - rh[j]) * s_next
+                        u_t[j] = u_next
+                        s_t[j] = s_next
+            if summing:
+                total[b, n0:n1] = acc[:m]
+
+    return kernel
+
+
+def exp_nonpositive(x, out, bits):
+    """out[j] = exp(x[j]) for x[j] <= 0; bits is int32 scratch of the same length (float32 only)."""
+    out[:] = np.exp(x)
+
+
+# Cephes' expf (range reduction by ln 2 in two parts, degree-7 polynomial, 2^k from the exponent
+# bits) written as plain loops, so that it vectorises: pip's llvmlite has no vector math library,
+# and a call to np.exp keeps the surrogate's loop scalar. Within 2 ulp of np.exp on [-87, 0];
+# below -87, where float32 exp turns subnormal, it returns 0, as flush-to-zero would; NaN stays
+# NaN, as in np.exp (a NaN membrane gives a NaN surrogate gradient, as in the reference).
+_LOG2E = np.float32(1.44269504088896341)
+_LN2_HI = np.float32(0.693359375)
+_LN2_LO = np.float32(-2.12194440e-4)
+_P = tuple(np.float32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+                                   1.6666665459e-1, 5.0000001201e-1))
+
+
+@overload(exp_nonpositive, inline="always")
+def _exp_nonpositive(x, out, bits):
+    if x.dtype != types.float32:
+        def exact(x, out, bits):
+            for j in range(x.shape[0]):
+                out[j] = np.exp(x[j])
+        return exact
+
+    def polynomial(x, out, bits):
+        for j in range(x.shape[0]):
+            inside = x[j] >= np.float32(-87.0)  # False below -87 and for NaN
+            xj = x[j] if inside else np.float32(-87.0)
+            k = np.floor(xj * _LOG2E + np.float32(0.5))
+            r = xj - k * _LN2_HI - k * _LN2_LO
+            p = _P[0] * r + _P[1]
+            p = p * r + _P[2]
+            p = p * r + _P[3]
+            p = p * r + _P[4]
+            p = p * r + _P[5]
+            p = p * r * r + r + np.float32(1.0)
+            out[j] = p if inside else (np.float32(0.0) if x[j] < np.float32(-87.0) else x[j])  # NaN stays NaN
+            bits[j] = (np.int32(k) + np.int32(127)) << np.int32(23)
+        scale = bits.view(np.float32)  # 2^k
+        for j in range(x.shape[0]):
+            out[j] *= scale[j]
+    return polynomial
+
+
+@functools.cache
+def lif_bwd_kernel(same_step: bool, reset: int, adaptive: bool):
+    """The backward kernel for one structural variant (compiled on first use, cached on disk)."""
+
+    @cpu_kernel
+    def kernel(g, u, s8, a_saved, alpha, rho, threshold, adapt, beta, atan, detach_reset, need_dalpha, need_drho,
+               weights, block, dh, dalpha_lanes, drho_lanes):
+        """g, u, a_saved, dh: (B, T, N) state dtype; s8: (B, T, N) uint8; alpha, rho: (N,); dalpha_lanes and
+        drho_lanes: (B, N) or empty. With (T,) ``weights`` (empty: none) g is (B, 1, N), the gradient of
+        sum_t weights_t s_t, and the kernel uses g_t = weights_t g, never stored.
+
+        Walks time from T-1 down; the adjoint recursions are in ``docs/kernel_contract.md``. The
+        sigmoid surrogate is computed as beta e / (1 + e)^2 with e = exp(-|beta x|), which never
+        overflows. Runs with subnormals flushed to zero (:func:`fastsnn.cpu.flush_subnormals`).
+        """
+        B, T, N = u.shape
+        zero, one = g.dtype.type(0), g.dtype.type(1)
+        half_pi_beta = g.dtype.type(np.pi / 2) * beta
+        summing = weights.shape[0] > 0
+        nblk = -(-N // block)
+        for lane in prange(B * nblk):
+            fp_state = flush_subnormals()
+            b, n0, n1 = lane_span(lane, nblk, block, N)
+            m = n1 - n0
+            size = padded(m)
+            al = staged(alpha[n0:n1], size)
+            rh = staged(rho[n0:n1], size) if adaptive else np.zeros(size, g.dtype)
+            dv = np.zeros(size, g.dtype)  # delayed: dL/dv_{t+1}; same-step: dL/dv_t
+            ds = np.zeros(size, g.dtype)  # delayed: dL/ds_{t+1} but for its path through a_{t+1}
+            da = np.zeros(size, g.dtype)  # dL/da_{t+1} (delayed), dL/da_t (same-step)
+            du = np.zeros(size, g.dtype)  # same-step: dL/du_{t+1}
+            dal = np.zeros(size, g.dtype)
+            drh = np.zeros(size, g.dtype)
+            g_t = np.zeros(size, g.dtype)
+            u_t = np.zeros(size, g.dtype)
+            u_prev = np.zeros(size, g.dtype)
+            u_next = np.zeros(size, g.dtype)  # delayed: u_{t+1}
+            v_t = np.zeros(size, g.dtype)
+            th_t = np.zeros(size, g.dtype)
+            th_prev = np.zeros(size, g.dtype)
+            a_cur = np.zeros(size, g.dtype)
+            a_prev = np.zeros(size, g.dtype)
+            z = np.zeros(size, g.dtype)
+            sg = np.zeros(size, g.dtype)
+            dh_t = np.zeros(size, g.dtype)
+            s_t = np.zeros(size, np.uint8)
+            s_prev = np.zeros(size, np.uint8)
+            s_next = np.zeros(size, np.uint8)
+            bits = np.zeros(size, np.int32)
+            g_sum = staged(g[b, 0, n0:n1], size) if summing else np.zeros(size, g.dtype)  # g has no row 0 if T = 0
+            for t in range(T - 1, -1, -1):
+                if summing:
+                    w_t = weights[t]
+                    for j in range(size):
+                        g_t[j] = w_t * g_sum[j]
+                else:
+                    g_t[:m] = g[b, t, n0:n1]
+                u_t[:m] = u[b, t, n0:n1]
+                s_t[:m] = s8[b, t, n0:n1]
+                s_prev[:m] = s8[b, max(t - 1, 0), n0:n1]  # s_0 = 0 stands in for s_{-1} (delayed)
+                if same_step and t == 0:
+                    s_prev[:] = 0
+                if same_step and t > 0:
+                    u_prev[:m] = u[b, t - 1, n0:n1]
+                if adaptive:  # the a each theta is taken from: a_t (delayed) or a_{t-1} (same-step)
+                    a_cur[:m] = a_saved[b, t if not same_step else max(t - 1, 0), n0:n1]
+                    a_prev[:m] = a_saved[b, max(t - 1 if not same_step else t - 2, 0), n0:n1]
+                    if same_step and t == 0:
+                        a_cur[:] = zero
+                    if (same_step and t <= 1) or (not same_step and t == 0):
+                        a_prev[:] = zero
+                    for j in range(size):
+                        th_t[j] = threshold + adapt * a_cur[j]
+                        th_prev[j] = threshold + adapt * a_prev[j]
+                else:
+                    th_t[:] = threshold
+                    th_prev[:] = threshold
+                if same_step:  # z = u_t - theta_t; v_{t-1} from u_{t-1}, s_{t-1}, theta_{t-1} (0 at t = 0)
+                    for j in range(size):
+                        z[j] = u_t[j] - th_t[j]
+                        if t == 0:
+                            v_t[j] = zero
+                        elif reset == ZERO:
+                            v_t[j] = u_prev[j] * (one - s_prev[j])
+                        elif reset == SUBTRACT:
+                            v_t[j] = u_prev[j] - th_prev[j] * s_prev[j]
+                        else:
+                            v_t[j] = u_prev[j]
+                else:  # z = v_t - theta_t; v_t from u_t, s_{t-1}, theta_{t-1}
+                    for j in range(size):
+                        if reset == ZERO:
+                            v_t[j] = u_t[j] * (one - s_prev[j])
+                        else:
+                            v_t[j] = u_t[j] - th_prev[j] * s_prev[j]
+                        z[j] = v_t[j] - th_t[j]
+                if atan:
+                    for j in range(size):
+                        y = half_pi_beta * z[j]
+                        sg[j] = beta / (g.dtype.type(2) * (one + y * y))
+                else:
+                    for j in range(size):
+                        sg[j] = -abs(beta * z[j])
+                    exp_nonpositive(sg, sg, bits)
+                    for j in range(size):
+                        sg[j] = beta * sg[j] / ((one + sg[j]) * (one + sg[j]))
+                if same_step:
+                    for j in range(size):
+                        sj = g.dtype.type(s_t[j])
+                        ds_tot = g_t[j] + ((one - rh[j]) * da[j] if adaptive else zero)
+                        if not detach_reset:
+                            if reset == ZERO:
+                                ds_tot -= dv[j] * u_t[j]
+                            elif reset == SUBTRACT:
+                                ds_tot -= dv[j] * th_t[j]
+                            else:
+                                ds_tot -= du[j] * th_t[j]
+                        dz = ds_tot * sg[j]
+                        du_t = dz + (dv[j] * (one - sj) if reset == ZERO else dv[j])
+                        dh_t[j] = du_t
+                        dal[j] += du_t * v_t[j]
+                        if adaptive:
+                            dth = -dz
+                            if reset == SUBTRACT:
+                                dth -= dv[j] * sj
+                            elif reset == SUBTRACT_NEXT:
+                                dth -= du[j] * sj
+                            drh[j] += da[j] * (a_cur[j] - sj)
+                            da[j] = rh[j] * da[j] + adapt * dth
+                        dv[j] = al[j] * du_t
+                        du[j] = du_t
+                elif t == T - 1:  # nothing after s_{T-1}: dh_{T-1} = 0, and the walk starts from g_{T-1}
+                    for j in range(size):
+                        dh_t[j] = zero
+                        ds[j] = g_t[j]
+                        u_next[j] = zero  # v_{T-1} feeds no spike: its reset term is 0, even if u_{T-1} is NaN
+                        s_next[j] = s_t[j]
+                else:
+                    for j in range(size):
+                        sj = g.dtype.type(s_t[j])
+                        ds1 = ds[j] + ((one - rh[j]) * da[j] if adaptive else zero)  # all of dL/ds_{t+1}
+                        dz = ds1 * sg[j]
+                        du1 = dv[j] * (one - sj) if reset == ZERO else dv[j]  # dL/du_{t+1}
+                        dh_t[j] = du1
+                        dal[j] += du1 * v_t[j]
+                        ds_new = g_t[j]
+                        if not detach_reset:
+                            ds_new -= dv[j] * (u_next[j] if reset == ZERO else th_t[j])
+                        if adaptive:
+                            dth = -dz - (dv[j] * sj if reset == SUBTRACT else zero)
+                            drh[j] += da[j] * (a_cur[j] - g.dtype.type(s_next[j]))
+                            da[j] = rh[j] * da[j] + adapt * dth
+                        dv[j] = al[j] * du1 + dz
+                        ds[j] = ds_new
+                        u_next[j] = u_t[j]
+                        s_next[j] = s_t[j]
+                dh[b, t, n0:n1] = dh_t[:m]
+            if need_dalpha:
+                dalpha_lanes[b, n0:n1] = dal[:m]
+            if need_drho:
+                drho_lanes[b, n0:n1] = drh[:m]
+            restore_subnormals(fp_state)
+
+    return kernel
+
+
+def lif_fwd(h: torch.Tensor, alpha: torch.Tensor, rho: torch.Tensor | None, neuron: Neuron, save: bool,
+            weights: torch.Tensor | None = None):
+    """h: (B, T, N); alpha, rho: (N,) (rho None unless ``neuron.adaptive``); weights: (T,) or None
+    -> (out, u, s8, a): out = s (B, T, N) dtype of h, or with weights sum_t weights_t s_t (B, N) state
+    dtype; u: (B, T, N) state dtype, s8: (B, T, N) uint8, a: (B, T, N) state dtype (adaptive), else None."""
+    dtype = state_dtype(h.dtype)
+    B, T, N = h.shape
+    s = torch.empty((B, T, N), dtype=dtype) if weights is None else None
+    total = torch.empty((B, N), dtype=dtype) if weights is not None else None
+    u = torch.empty((B, T, N), dtype=dtype) if save else None
+    s8 = torch.empty((B, T, N), dtype=torch.uint8) if save else None
+    a = torch.empty((B, T, N), dtype=dtype) if save and neuron.adaptive else None
+    h_np = np_view(h.to(dtype), dtype, 3)
+    scalar = h_np.dtype.type
+    kernel = lif_fwd_kernel(neuron.same_step, neuron.reset, neuron.adaptive)
+    kernel(h_np, _vector(alpha, dtype), _vector(rho, dtype), scalar(neuron.threshold), scalar(neuron.adapt),
+           neuron.fire_ge, save, _vector(weights, dtype), launch_block(B, N), np_view(s, dtype, 3),
+           np_view(u, dtype, 3), np_view(s8, torch.uint8, 3), np_view(a, dtype, 3), np_view(total, dtype, 2))
+    return (s.to(h.dtype) if weights is None else total), u, s8, a
+
+
+def lif_bwd(grad, u, s8, a, alpha, rho, neuron: Neuron, need_dalpha: bool, need_drho: bool,
+            weights: torch.Tensor | None = None):
+    """grad: (B, T, N), or (B, N) with weights: (T,); u, a: (B, T, N) (a None unless adaptive); s8: (B, T, N)
+    uint8; alpha, rho: (N,) -> (dh (B, T, N) state dtype, dalpha (N,) or None, drho (N,) or None)."""
+    dtype = state_dtype(grad.dtype)
+    B, T, N = u.shape
+    dh = torch.empty((B, T, N), dtype=dtype)
+    dalpha_lanes = torch.empty((B, N), dtype=dtype) if need_dalpha else None
+    drho_lanes = torch.empty((B, N), dtype=dtype) if need_drho else None
+    g_np = np_view(grad.to(dtype).reshape(B, T if weights is None else 1, N), dtype, 3)
+    scalar = g_np.dtype.type
+    kernel = lif_bwd_kernel(neuron.same_step, neuron.reset, neuron.adaptive)
+    kernel(g_np, np_view(u.to(dtype), dtype, 3), np_view(s8, torch.uint8, 3),
+           np_view(a.to(dtype) if a is not None else None, dtype, 3), _vector(alpha, dtype), _vector(rho, dtype),
+           scalar(neuron.threshold), scalar(neuron.adapt), scalar(neuron.beta), neuron.surrogate == ATAN,
+           neuron.detach_reset, need_dalpha, need_drho, _vector(weights, dtype), launch_block(B, N),
+           np_view(dh, dtype, 3), np_view(dalpha_lanes, dtype, 2), np_view(drho_lanes, dtype, 2))
+    return (dh, dalpha_lanes.sum(0) if need_dalpha else None, drho_lanes.sum(0) if need_drho else None)
+
+
+def _vector(t: torch.Tensor | None, dtype: torch.dtype):
+    return np_view(t.to(dtype).contiguous() if t is not None else None, dtype, 1)
