@@ -47,8 +47,8 @@ def small_problem(backend="auto", seed=0, train_samples=512, batch_size=64, **tr
     stim = StimulusConfig()
     cfg = TrainConfig(batch_size=batch_size, train_samples=train_samples, valid_samples=256, test_samples=512,
                       seed=seed, **train)
-    data = generator(seed, "data")
-    sets = [IPDDataset.random(n, stim, data) for n in (cfg.train_samples, cfg.valid_samples, cfg.test_samples)]
+    sets = [IPDDataset.random(n, stim, generator(seed, f"{which}_set"))
+            for n, which in ((cfg.train_samples, "train"), (cfg.valid_samples, "valid"), (cfg.test_samples, "test"))]
     model = IPDNetwork(stim, ModelConfig(backend=backend), generator(seed, "model"))
     return model, sets, cfg
 
@@ -58,7 +58,7 @@ def test_short_training_beats_chance_by_far():
     model, (train, valid, test), cfg = small_problem(epochs=8, lr=0.01)
     result = fit(model, train, valid, cfg, generator(0, "train"), progress=False)
     assert result.epochs_run == 8 and result.history[-1]["loss"] < result.history[0]["loss"]
-    accuracy = evaluate(model, test, 64, generator(0, "eval")).accuracy
+    accuracy = evaluate(model, test, 64, generator(0, "eval_test")).accuracy
     assert accuracy > 0.35, f"accuracy {accuracy:.3f} (chance 0.083)"
 
 
