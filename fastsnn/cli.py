@@ -149,7 +149,8 @@ def _train(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             given = [f"--{key.replace('_', '-')}" for key, value in vars(args).items()
                      if key not in ("resume", "quiet") and value != defaults[key]]
             if given:
-                raise ValueError(f"--resume continues the run with the flags it was started with; drop {', '.join(given)}")
+                raise ValueError("--resume continues the run with the flags it was started with; "
+                                 f"drop {', '.join(given)}")
             out = Path(args.resume)
             config = load_run_config(out)
         else:

@@ -280,7 +280,8 @@ def train_run(config: RunConfig, out: Path | None = None, progress: bool = True,
             return before + time.perf_counter() - start
 
         model = build_model(config, device)
-        train_set, valid_set, test_set = (dataset(config, which, tc.seed, device) for which in ("train", "valid", "test"))
+        train_set, valid_set, test_set = (dataset(config, which, tc.seed, device)
+                                          for which in ("train", "valid", "test"))
         backend = resolve_backend(config.model.backend, device)
         if progress and device.type == "cpu" and not _kernels_cached(backend):
             print("compiling CPU kernels (first run only, ~30 s)", file=sys.stderr, flush=True)

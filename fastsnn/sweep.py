@@ -15,10 +15,10 @@ A point's ``id`` is a hash of its full configuration, seed included, so rerunnin
 rows already there, a grown grid runs only its new points, and a failed row is retried.
 
 Executors: ``local`` runs in this process (``workers=1``) or in ``workers`` fresh spawned processes with
-``cores // workers`` torch threads each, which exit when the driver dies; ``ray`` runs one Ray task per point (one GPU per task when the
-cluster has GPUs) on an existing cluster or a local one. On a multi-node cluster every node needs fastsnn
-installed and ``DIR`` on a file system they all see: the workers write the run folders, the driver
-writes ``results.csv``.
+``cores // workers`` torch threads each, which exit when the driver dies; ``ray`` runs one Ray task per
+point (one GPU per task when the cluster has GPUs) on an existing cluster or a local one. On a multi-node
+cluster every node needs fastsnn installed and ``DIR`` on a file system they all see: the workers write
+the run folders, the driver writes ``results.csv``.
 """
 
 from __future__ import annotations
