@@ -270,10 +270,14 @@ def train_run(config: RunConfig, out: Path | None = None, progress: bool = True,
     out = Path(out) if out is not None else new_run_dir()
     with ExitStack() as stack:
         _claim(out, stack)
-        if resume and (out / "metrics.json").is_file() and load_run_config(out) == config:
+        if not resume:
+            _start(out, config, overwrite)
+            state = None
+        elif (out / "metrics.json").is_file() and load_run_config(out) == config:  # finished already
             (out / RESUME).unlink(missing_ok=True)
             return json.loads((out / "metrics.json").read_text())
-        state = _resume_state(out, config) if resume else _start(out, config, overwrite)
+        else:
+            state = _resume_state(out, config)
         before = state.pop("seconds") if state is not None else 0.0
 
         def elapsed() -> float:
