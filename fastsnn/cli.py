@@ -75,7 +75,8 @@ def parser() -> argparse.ArgumentParser:
                    help="continue the killed run in folder RUN from its last finished epoch, with its own flags")
     ev = sub.add_parser("evaluate", help="re-evaluate a checkpoint on a fresh test set")
     ev.add_argument("checkpoint", help="a run's checkpoint.pt")
-    ev.add_argument("--seed", type=int, default=1, help="seed of the fresh test set (training used its own streams)")
+    ev.add_argument("--seed", type=int, default=1,
+                    help="seed of the test set: the run's own --seed redraws its test set, any other a fresh one")
     ev.add_argument("--device", choices=DEVICES, default="auto")
     ev.add_argument("--backend", choices=BACKENDS, default=None, help="override the checkpoint's backend")
     ev.add_argument("--out", default=None, help="folder for the results (default: the checkpoint's folder)")

@@ -63,8 +63,9 @@ def fit(model: torch.nn.Module, train_set: IPDDataset, valid_set: IPDDataset, cf
     epoch with the lowest validation loss, else the final ones (the seed's behaviour).
 
     ``on_epoch`` receives the training state after every epoch (weights, optimizer, ``generator``'s
-    state, history, best snapshot, early-stopping verdict); ``fit`` given that ``state`` back, with the
-    same model config, data and config, continues from there exactly as if it had never stopped.
+    state, history, best snapshot, early-stopping verdict), live objects to save before it returns.
+    Given that ``state`` back with a model built alike, the same data and ``cfg``, ``fit`` continues
+    from there exactly as if it had never stopped.
     """
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     result = FitResult()

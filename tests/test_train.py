@@ -1,5 +1,7 @@
-"""Training: the early-stopping rule, the best-weights snapshot, and learning beyond chance."""
+"""Training: the early-stopping rule, the best-weights snapshot, resuming from a saved epoch, and
+learning beyond chance."""
 
+import io
 import random
 
 import pytest
@@ -80,6 +82,30 @@ def test_restore_best_returns_the_best_epochs_weights():
     kept = fit(final, train, valid, cfg_final, generator(0, "train"), progress=False)
     assert not kept.restored_best
     assert not torch.equal(final.hidden.weight, model.hidden.weight)
+
+
+def test_fit_resumed_from_any_saved_epoch_ends_as_uninterrupted():
+    setup = dict(train_samples=16, batch_size=16, lr=0.02, epochs=40, min_epochs=2, patience=3)
+    saved = []
+
+    def save(state):
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        saved.append(buffer.getvalue())
+
+    model, (train, valid, _), cfg = small_problem(**setup)
+    whole = fit(model, train, valid, cfg, generator(0, "train"), progress=False, on_epoch=save)
+    assert whole.stopped_early and whole.restored_best and whole.best_epoch < whole.epochs_run - 1
+    assert len(saved) == whole.epochs_run
+    for epoch in (whole.best_epoch, whole.epochs_run - 1):
+        again, (train, valid, _), cfg = small_problem(**setup)
+        state = torch.load(io.BytesIO(saved[epoch]), weights_only=True)
+        resumed = fit(again, train, valid, cfg, generator(0, "train"), progress=False, state=state)
+        assert resumed.history[: epoch + 1] == whole.history[: epoch + 1]  # the saved epochs, seconds and all
+        assert [h["val_loss"] for h in resumed.history] == [h["val_loss"] for h in whole.history]
+        assert (resumed.best_epoch, resumed.stopped_early, resumed.restored_best) == (whole.best_epoch, True, True)
+        for (name, a), b in zip(again.state_dict().items(), model.state_dict().values()):
+            assert torch.equal(a, b), (epoch, name)
 
 
 def test_nan_loss_is_a_clear_error():
