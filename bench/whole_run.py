@@ -26,7 +26,7 @@ from .common import RESULTS, machine
 def fastsnn_run(seed: int, backend: str, out: Path) -> dict:
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "fastsnn", "train", "--seed", str(seed), "--backend", backend,
-                    "--out", str(out), "--quiet"], check=True)
+                    "--out", str(out), "--overwrite", "--quiet"], check=True)
     wall = time.perf_counter() - start
     m = json.loads((out / "metrics.json").read_text())
     return {"code": f"fastsnn ({m['backend']})", "seed": seed, "wall_s": wall, "epochs": m["epochs"],

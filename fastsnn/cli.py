@@ -82,9 +82,14 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train the sound-localisation network (the seed experiment by default)")
     _train_flags(train)
+    g = train.add_argument_group("run folder")
+    g.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    g.add_argument("--resume", metavar="RUN", default=None,
+                   help="continue the killed run in folder RUN from its last finished epoch, with its own flags")
     ev = sub.add_parser("evaluate", help="re-evaluate a checkpoint on a fresh test set")
     ev.add_argument("checkpoint", help="a run's checkpoint.pt")
-    ev.add_argument("--seed", type=int, default=1, help="seed of the fresh test set (training used its own streams)")
+    ev.add_argument("--seed", type=int, default=1,
+                    help="seed of the test set: the run's own --seed redraws its test set, any other a fresh one")
     ev.add_argument("--device", choices=DEVICES, default="auto")
     ev.add_argument("--backend", choices=BACKENDS, default=None, help="override the checkpoint's backend")
     ev.add_argument("--out", default=None, help="folder for the results (default: the checkpoint's folder)")
@@ -147,22 +152,41 @@ def _sweep(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _train(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .run import check_run, load_run_config, new_run_dir, train_run
+
+    try:
+        if args.resume is not None:
+            defaults = vars(p.parse_args(["train"]))
+            given = [f"--{key.replace('_', '-')}" for key, value in vars(args).items()
+                     if key not in ("resume", "quiet") and value != defaults[key]]
+            if given:
+                raise ValueError("--resume continues the run with the flags it was started with; "
+                                 f"drop {', '.join(given)}")
+            out = Path(args.resume)
+            config = load_run_config(out)
+        else:
+            config = config_from_args(args)
+            check_run(config)
+            out = Path(args.out) if args.out else new_run_dir()
+        metrics = train_run(config, out, progress=not args.quiet, overwrite=args.overwrite,
+                            resume=args.resume is not None)
+    except (ValueError, FloatingPointError) as err:
+        p.error(str(err))
+    print(f"test accuracy {100 * metrics['test_accuracy']:.1f}%, error {metrics['test_abs_error_deg']:.1f} deg; "
+          f"train accuracy {100 * metrics['train_accuracy']:.1f}%, error {metrics['train_abs_error_deg']:.1f} deg; "
+          f"{metrics['epochs']} epochs in {metrics['wall_seconds']:.1f} s on {metrics['device']} "
+          f"({metrics['backend']}); results in {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
     if args.command == "train":
-        try:
-            config = config_from_args(args)
-        except ValueError as err:
-            p.error(str(err))
-        from .run import default_out_dir, train_run
-
-        out = args.out or default_out_dir()
-        metrics = train_run(config, out, progress=not args.quiet)
-        print(f"test accuracy {100 * metrics['test_accuracy']:.1f}%, error {metrics['test_abs_error_deg']:.1f} deg; "
-              f"train accuracy {100 * metrics['train_accuracy']:.1f}%, error {metrics['train_abs_error_deg']:.1f} deg; "
-              f"{metrics['epochs']} epochs in {metrics['wall_seconds']:.1f} s on {metrics['device']} "
-              f"({metrics['backend']}); results in {out}")
+        return _train(p, args)
     elif args.command == "sweep":
         return _sweep(p, args)
     elif args.command == "sweep-report":

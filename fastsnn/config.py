@@ -156,7 +156,8 @@ class TrainConfig:
         _positive("loss_scale", self.loss_scale)
         _count("patience", self.patience)
         _count("min_epochs", self.min_epochs, 0)
-        _count("seed", self.seed, 0)
+        _require(isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**64,
+                 "seed", "an integer in [0, 2**64)", self.seed)
         _choice("device", self.device, DEVICES)
         if self.threads is not None:
             _count("threads", self.threads)

@@ -1,16 +1,27 @@
 """A whole run: build data and model from a config, train, evaluate, write the run folder.
 
-A run folder holds ``config.json``, ``metrics.json``, ``history.csv``,
-``checkpoint.pt`` and the PNG figures ``inputs.png``, ``loss.png``,
-``ipd_hist_{train,test}.png`` and ``confusion_{train,test}.png``.
+A run folder holds ``config.json`` from its start and, while it trains, ``resume.pt``: the epoch
+checkpoint (weights, optimizer, random stream, history, best snapshot, early-stopping verdict),
+replaced after every epoch. A finished run adds ``checkpoint.pt``, ``history.csv``, the PNG figures
+``inputs.png``, ``loss.png``, ``ipd_hist_{train,test}.png``, ``confusion_{train,test}.png`` and, last,
+``metrics.json``, then drops ``resume.pt``. Every file is written under a temporary name and renamed
+into place (:mod:`fastsnn.files`), so at any moment the folder holds whole files of the one run that
+``config.json`` describes, and a killed run continues from its last finished epoch with ``resume=True``.
+The process that writes a run folder holds its lock throughout.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import itertools
 import json
+import os
+import signal
+import sys
 import time
-from dataclasses import replace
+from contextlib import ExitStack
+from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -19,17 +30,34 @@ import torch
 from . import __version__, plots
 from .config import RunConfig
 from .evaluate import Evaluation, evaluate
+from .files import TMP_PREFIX, atomic_write, locked, replacing
 from .model import IPDNetwork
 from .ops import resolve_backend
 from .stimulus import IPDDataset
 from .train import fit
 
-# Independent random streams of a run, derived from its seed.
-_STREAMS = {"model": 0, "data": 1, "train": 2, "eval": 3, "figures": 4}
+# The named random streams of a run. Each data set has its own: `evaluate --seed S` redraws exactly
+# the test set (and its phase offset) of the run trained with --seed S, and shares no stream with
+# the sets of any other seed.
+STREAMS = ("model", "train_set", "valid_set", "test_set", "train", "eval_train", "eval_test", "figures")
+RESUME = "resume.pt"
+# Files a run (or `fastsnn evaluate` into its folder) writes: the finished marker first, config.json last.
+_OWN_FILES = ("metrics.json", "evaluate-seed*.json", "checkpoint.pt", "history.csv", "*.png", RESUME, "config.json")
+_KILL_AFTER_EPOCH = "FASTSNN_TEST_KILL_AFTER_EPOCH"  # fault injection for the tests: SIGKILL once epoch N is saved
 
 
 def generator(seed: int, stream: str) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 16 + _STREAMS[stream])
+    """The CPU generator of one named stream of a run, seeded with 64 bits of BLAKE2b(stream, seed)."""
+    if stream not in STREAMS:
+        raise ValueError(f"stream must be one of {', '.join(STREAMS)}, got {stream!r}")
+    digest = hashlib.blake2b(f"{stream}/{seed}".encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little"))
+
+
+def dataset(config: RunConfig, which: str, seed: int, device: torch.device | str = "cpu") -> IPDDataset:
+    """The ``which`` set ("train", "valid" or "test") of a run with ``seed``, drawn from its own stream."""
+    samples = getattr(config.train, f"{which}_samples")
+    return IPDDataset.random(samples, config.stimulus, generator(seed, f"{which}_set"), device)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -40,17 +68,159 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def default_out_dir() -> Path:
-    return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+# memory ------------------------------------------------------------------------------------------------
+
+# The sizes a user sets, each with the flag that sets it.
+_SIZE_FLAGS = {"hidden": "--hidden", "anf_per_ear": "--anf-per-ear", "batch_size": "--batch-size",
+               "train_samples": "--train-batches", "valid_samples": "--train-batches",
+               "test_samples": "--test-batches"}
 
 
-def build_model(config: RunConfig, device: torch.device) -> IPDNetwork:
-    resolve_backend(config.model.backend, device)  # fail before any work if it cannot run here
-    return IPDNetwork(config.stimulus, config.model, generator(config.train.seed, "model")).to(device)
+def _sizes(config: RunConfig) -> dict[str, int]:
+    flat = {**asdict(config.stimulus), **asdict(config.model), **asdict(config.train)}
+    return {key: flat[key] for key in (*_SIZE_FLAGS, "steps", "num_classes")}
 
 
-def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")
+def memory_estimate(hidden: int, anf_per_ear: int, batch_size: int, train_samples: int, valid_samples: int,
+                    test_samples: int, steps: int, num_classes: int) -> int:
+    """Bytes a run holds at its peak, roughly: float32 weights five times (value, gradient, Adam's two
+    moments, best snapshot), one batch's float32 (steps, inputs) spikes and (steps, hidden) activations
+    twice (measured: 1.7 times at batch 4096, 256 hidden units), and 40 bytes per data set sample."""
+    inputs = 2 * anf_per_ear
+    weights = 5 * 4 * (inputs * hidden + hidden * num_classes)
+    batch = 2 * 4 * batch_size * steps * (inputs + hidden)
+    samples = 40 * (train_samples + valid_samples + test_samples)
+    return weights + batch + samples
+
+
+def memory_capacity(device: torch.device) -> int:
+    """Bytes of memory on ``device``: the GPU's, or the machine's RAM (capped by a cgroup v2 limit)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        return total
+    return min(total, int(limit)) if limit.isdigit() else total
+
+
+def _check_memory(config: RunConfig, device: torch.device) -> None:
+    sizes = _sizes(config)
+    need, have = memory_estimate(**sizes), memory_capacity(device)
+    if need <= have:
+        return
+    defaults = _sizes(RunConfig())
+
+    def if_default(key: str) -> int:
+        return memory_estimate(**{**sizes, key: min(sizes[key], defaults[key])})
+
+    culprit = min(_SIZE_FLAGS, key=if_default)
+    where = "this machine's RAM" if device.type == "cpu" else str(device)
+    raise ValueError(f"this run needs about {_bytes(need)} of memory, more than the {_bytes(have)} of {where}; "
+                     f"lower {_SIZE_FLAGS[culprit]}")
+
+
+def _bytes(n: int) -> str:
+    """``n`` bytes in decimal units: '3.2 GB', '107 TB'."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.3g} {unit}"
+        n /= 1000
+
+
+def check_run(config: RunConfig) -> torch.device:
+    """Fail before any work when ``config`` cannot run here (device, backend, memory); return its device."""
+    device = resolve_device(config.train.device)
+    resolve_backend(config.model.backend, device)
+    _check_memory(config, device)
+    return device
+
+
+# the run folder ----------------------------------------------------------------------------------------
+
+def new_run_dir(root: Path = Path("runs")) -> Path:
+    """Create and return a new ``root/<timestamp>`` (``-2``, ``-3``, ... when taken). ``mkdir`` is atomic,
+    so two runs started in the same second never share a folder."""
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for n in itertools.count(1):
+        path = root / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+
+
+def load_run_config(out: Path) -> RunConfig:
+    """The configuration of the run in folder ``out`` (raises ValueError when it holds none)."""
+    path = Path(out) / "config.json"
+    if not path.is_file():
+        raise ValueError(f"{out} is not a fastsnn run folder: it has no config.json")
+    try:
+        return RunConfig.from_dict(json.loads(path.read_text()))
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path} is not a fastsnn run configuration: {err}") from None
+
+
+def _claim(out: Path, stack: ExitStack) -> None:
+    """Create ``out`` if needed and hold its lock until ``stack`` closes."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; expected a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        stack.enter_context(locked(out, "another fastsnn run"))
+    except OSError as err:
+        raise ValueError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+
+
+def _clear(out: Path) -> None:
+    """Remove what a run left in ``out``: the finished marker first, config.json last."""
+    for pattern in (*_OWN_FILES, TMP_PREFIX + "*"):
+        for path in sorted(out.glob(pattern)):
+            path.unlink()
+
+
+def _start(out: Path, config: RunConfig, overwrite: bool) -> None:
+    """Begin a run in the claimed folder ``out``: refuse another run's files unless ``overwrite``."""
+    taken = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    if taken:
+        if not (out / "config.json").is_file():
+            raise ValueError(f"--out {out} is not empty and holds no fastsnn run ({', '.join(taken[:3])}, ...); "
+                             "choose another --out")
+        load_run_config(out)  # only ever delete a folder that really holds a run
+        if not overwrite:
+            raise ValueError(f"--out {out} already holds a run; pass --overwrite to replace it, "
+                             f"or `fastsnn train --resume {out}` to continue it")
+    _clear(out)
+    atomic_write(out / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+
+
+def _resume_state(out: Path, config: RunConfig) -> dict | None:
+    """The epoch checkpoint of the run in ``out`` (which must be of ``config``), or None to start afresh."""
+    if not (out / "config.json").is_file():
+        _start(out, config, overwrite=False)
+        return None
+    if load_run_config(out) != config:
+        raise ValueError(f"{out} holds a run of another configuration; resume it with its own flags, "
+                         "or choose another --out")
+    if not (out / RESUME).is_file():  # killed before its first epoch ended
+        _start(out, config, overwrite=True)
+        return None
+    return _load(out / RESUME, "model", "optimizer", "generator", "result", "seconds")
+
+
+def _save(out: Path, name: str, write) -> None:
+    """Write ``out/name`` atomically: ``write`` receives the temporary path."""
+    with replacing(out / name) as tmp:
+        write(tmp)
+
+
+def _save_epoch(out: Path, state: dict) -> None:
+    _save(out, RESUME, lambda path: torch.save(state, path))
+    if os.environ.get(_KILL_AFTER_EPOCH) == str(len(state["result"]["history"]) - 1):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
@@ -61,77 +231,143 @@ def _write_history(path: Path, history: list[dict]) -> None:
 
 
 def _figures(out: Path, label: str, result: Evaluation, num_classes: int) -> None:
-    plots.ipd_histogram(result, num_classes, out / f"ipd_hist_{label}.png", label)
-    plots.confusion_matrix(result, out / f"confusion_{label}.png", label)
+    _save(out, f"ipd_hist_{label}.png", lambda path: plots.ipd_histogram(result, num_classes, path, label))
+    _save(out, f"confusion_{label}.png", lambda path: plots.confusion_matrix(result, path, label))
 
 
-def train_run(config: RunConfig, out: Path | None = None, progress: bool = True) -> dict:
-    """Train and evaluate the seed network as ``config`` says; write the run folder; return the metrics."""
+def _kernels_cached(backend: str) -> bool:
+    """Whether numba's disk cache holds fresh compiled code for each CPU kernel module this run calls
+    (False on a first run, where compiling them takes ~30 s)."""
+    from numba.core.dispatcher import Dispatcher
+
+    from .cpu import lif, spikes, stimulus
+
+    def cached(kernel: Dispatcher) -> bool:
+        try:  # numba's index of compiled signatures; empty when absent or stale
+            return bool(kernel._cache._cache_file._load_index())
+        except AttributeError:  # a dispatcher without a disk cache
+            return False
+
+    modules = (stimulus, lif, spikes) if backend == "cpu" else (stimulus,)
+    return all(any(cached(k) for k in vars(m).values() if isinstance(k, Dispatcher)) for m in modules)
+
+
+def train_run(config: RunConfig, out: Path | None = None, progress: bool = True, overwrite: bool = False,
+              resume: bool = False) -> dict:
+    """Train and evaluate the seed network as ``config`` says into the run folder ``out`` (default: a new
+    ``runs/<timestamp>``); return the metrics.
+
+    ``out`` must be empty or absent, unless ``overwrite`` (a previous run there is removed first) or
+    ``resume``: a run of ``config`` there continues from its last finished epoch and ends with exactly
+    the weights and metrics it would have had uninterrupted; a finished one returns its metrics.
+    ``wall_seconds`` and ``train_seconds`` add up the sessions, up to each one's last saved epoch.
+    """
     start = time.perf_counter()
     tc = config.train
     if tc.threads is not None:
         torch.set_num_threads(tc.threads)
-    device = resolve_device(tc.device)
-    out = Path(out) if out is not None else default_out_dir()
-    out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "config.json", config.to_dict())
+    device = check_run(config)
+    out = Path(out) if out is not None else new_run_dir()
+    with ExitStack() as stack:
+        _claim(out, stack)
+        if not resume:
+            _start(out, config, overwrite)
+            state = None
+        elif (out / "metrics.json").is_file() and load_run_config(out) == config:  # finished already
+            (out / RESUME).unlink(missing_ok=True)
+            return json.loads((out / "metrics.json").read_text())
+        else:
+            state = _resume_state(out, config)
+        before = state.pop("seconds") if state is not None else 0.0
 
-    model = build_model(config, device)
-    data_gen = generator(tc.seed, "data")
-    train_set = IPDDataset.random(tc.train_samples, config.stimulus, data_gen, device)
-    valid_set = IPDDataset.random(tc.valid_samples, config.stimulus, data_gen, device)
-    test_set = IPDDataset.random(tc.test_samples, config.stimulus, data_gen, device)
+        def elapsed() -> float:
+            return before + time.perf_counter() - start
 
-    result = fit(model, train_set, valid_set, tc, generator(tc.seed, "train"), progress=progress)
-    train_seconds = time.perf_counter() - start
-    eval_gen = generator(tc.seed, "eval")
-    on_train = evaluate(model, train_set, tc.batch_size, eval_gen)
-    on_test = evaluate(model, test_set, tc.batch_size, eval_gen)
-    metrics = {
-        **on_test.summary("test"), **on_train.summary("train"),
-        "epochs": result.epochs_run, "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
-        "stopped_early": result.stopped_early, "restored_best": result.restored_best,
-        "train_seconds": train_seconds, "wall_seconds": time.perf_counter() - start,
-        "device": str(device), "backend": resolve_backend(config.model.backend, device),
-        "threads": torch.get_num_threads(), "fastsnn_version": __version__, "torch_version": str(torch.__version__),
-    }
-    torch.save({"config": config.to_dict(), "state_dict": model.state_dict(), "metrics": metrics},
-               out / "checkpoint.pt")
-    _write_history(out / "history.csv", result.history)
-    plots.input_rasters(config.stimulus, out / "inputs.png", generator(tc.seed, "figures"))
-    plots.loss_curves(result.history, out / "loss.png")
-    _figures(out, "train", on_train, config.stimulus.num_classes)
-    _figures(out, "test", on_test, config.stimulus.num_classes)
-    metrics["wall_seconds"] = time.perf_counter() - start
-    _write_json(out / "metrics.json", metrics)
+        model = build_model(config, device)
+        train_set, valid_set, test_set = (dataset(config, which, tc.seed, device)
+                                          for which in ("train", "valid", "test"))
+        backend = resolve_backend(config.model.backend, device)
+        if progress and device.type == "cpu" and not _kernels_cached(backend):
+            print("compiling CPU kernels (first run only, ~30 s)", file=sys.stderr, flush=True)
+        result = fit(model, train_set, valid_set, tc, generator(tc.seed, "train"), progress=progress, state=state,
+                     on_epoch=lambda s: _save_epoch(out, {**s, "config": config.to_dict(), "seconds": elapsed()}))
+        train_seconds = elapsed()
+        on_train = evaluate(model, train_set, tc.batch_size, generator(tc.seed, "eval_train"))
+        on_test = evaluate(model, test_set, tc.batch_size, generator(tc.seed, "eval_test"))
+        metrics = {
+            **on_test.summary("test"), **on_train.summary("train"),
+            "epochs": result.epochs_run, "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+            "stopped_early": result.stopped_early, "restored_best": result.restored_best,
+            "train_seconds": train_seconds, "wall_seconds": elapsed(),
+            "device": str(device), "backend": backend, "threads": torch.get_num_threads(),
+            "fastsnn_version": __version__, "torch_version": str(torch.__version__),
+        }
+        checkpoint = {"config": config.to_dict(), "state_dict": model.state_dict(), "metrics": metrics}
+        _save(out, "checkpoint.pt", lambda path: torch.save(checkpoint, path))
+        _save(out, "history.csv", lambda path: _write_history(path, result.history))
+        _save(out, "inputs.png", lambda path: plots.input_rasters(config.stimulus, path, generator(tc.seed, "figures")))
+        _save(out, "loss.png", lambda path: plots.loss_curves(result.history, path))
+        _figures(out, "train", on_train, config.stimulus.num_classes)
+        _figures(out, "test", on_test, config.stimulus.num_classes)
+        metrics["wall_seconds"] = elapsed()
+        atomic_write(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        (out / RESUME).unlink()
     return metrics
+
+
+# checkpoints -------------------------------------------------------------------------------------------
+
+def _load(path: Path, *keys: str) -> dict:
+    """A dict saved by fastsnn with at least ``keys``; ValueError "not a fastsnn checkpoint" otherwise."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many kinds for empty, truncated or foreign files
+        reason = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"not a fastsnn checkpoint: {path} cannot be read ({reason})") from None
+    missing = [key for key in keys if not isinstance(data, dict) or key not in data]
+    if missing:
+        what = "a bare state dict" if isinstance(data, dict) else f"a {type(data).__name__}"
+        raise ValueError(f"not a fastsnn checkpoint: {path} holds {what} without {', '.join(missing)}")
+    return data
+
+
+def build_model(config: RunConfig, device: torch.device) -> IPDNetwork:
+    resolve_backend(config.model.backend, device)  # fail before any work if it cannot run here
+    return IPDNetwork(config.stimulus, config.model, generator(config.train.seed, "model")).to(device)
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu", backend: str | None = None):
     """(config, model) from a ``checkpoint.pt``; ``backend`` overrides the one it was trained with."""
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    config = RunConfig.from_dict(data["config"])
-    if backend is not None:
-        config = replace(config, model=replace(config.model, backend=backend))
-    model = build_model(config, torch.device(device))
-    model.load_state_dict(data["state_dict"])
+    data = _load(path, "config", "state_dict")
+    try:
+        config = RunConfig.from_dict(data["config"])
+        if backend is not None:
+            config = replace(config, model=replace(config.model, backend=backend))
+        model = build_model(config, torch.device(device))
+        model.load_state_dict(data["state_dict"])
+    except (ValueError, TypeError, RuntimeError) as err:  # RuntimeError: weights that do not fit the config
+        raise ValueError(f"not a fastsnn checkpoint: {path}: {str(err).splitlines()[0]}") from None
     return config, model
 
 
 def evaluate_checkpoint(path: Path, seed: int, out: Path | None = None, device: str = "auto",
                         backend: str | None = None) -> dict:
-    """Re-evaluate a checkpoint on a fresh test set drawn from ``seed``; write ``evaluate-seed{seed}.json``."""
+    """Evaluate a checkpoint on the test set of ``seed``: the run's own test set when ``seed`` is its
+    training seed (the metrics then equal its ``metrics.json``), a fresh one otherwise. Writes
+    ``evaluate-seed{seed}.json`` and its figures to ``out`` (default: the checkpoint's folder)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     dev = resolve_device(device)
     config, model = load_checkpoint(path, dev, backend)
-    tc = config.train
-    test_set = IPDDataset.random(tc.test_samples, config.stimulus, generator(seed, "data"), dev)
-    result = evaluate(model, test_set, tc.batch_size, generator(seed, "eval"))
+    tc = replace(config.train, seed=seed)  # validates the seed
+    if tc.threads is not None:
+        torch.set_num_threads(tc.threads)
+    test_set = dataset(config, "test", seed, dev)
+    result = evaluate(model, test_set, tc.batch_size, generator(seed, "eval_test"))
     metrics = {**result.summary("test"), "checkpoint": str(path), "seed": seed, "samples": tc.test_samples}
     out = Path(out) if out is not None else path.parent
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / f"evaluate-seed{seed}.json", metrics)
+    atomic_write(out / f"evaluate-seed{seed}.json", json.dumps(metrics, indent=2) + "\n")
     _figures(out, f"eval-seed{seed}", result, config.stimulus.num_classes)
     return metrics

@@ -6,7 +6,8 @@ A sweep folder ``DIR`` holds:
   the test and train metrics, wall time, peak memory, where it ran, ``status`` ok/failed, ``error``).
   Only the driver writes it, one whole line per ``write`` on an ``O_APPEND`` descriptor followed by
   ``fsync``, so a kill loses at most the runs in flight; a last line cut short is dropped on the next run.
-- ``runs/<id>/``: each run's full folder, as ``fastsnn train`` writes it.
+- ``runs/<id>/``: each run's full folder, as ``fastsnn train`` writes it; a run killed in flight
+  resumes there from its last finished epoch when the sweep runs again.
 - ``sweep.json``: the base configuration, the grid and the seeds of the last invocation.
 - ``heatmap.png``, ``accuracy_vs_hidden.png``, ``walltime_vs_size.png`` (:mod:`fastsnn.sweep_plots`).
 
@@ -14,25 +15,24 @@ A point's ``id`` is a hash of its full configuration, seed included, so rerunnin
 rows already there, a grown grid runs only its new points, and a failed row is retried.
 
 Executors: ``local`` runs in this process (``workers=1``) or in ``workers`` fresh spawned processes with
-``cores // workers`` torch threads each; ``ray`` runs one Ray task per point (one GPU per task when the
-cluster has GPUs) on an existing cluster or a local one. On a multi-node cluster every node needs fastsnn
-installed and ``DIR`` on a file system they all see: the workers write the run folders, the driver
-writes ``results.csv``.
+``cores // workers`` torch threads each, which exit when the driver dies; ``ray`` runs one Ray task per
+point (one GPU per task when the cluster has GPUs) on an existing cluster or a local one. On a multi-node
+cluster every node needs fastsnn installed and ``DIR`` on a file system they all see: the workers write
+the run folders, the driver writes ``results.csv``.
 """
 
 from __future__ import annotations
 
 import csv
-import fcntl
 import hashlib
 import io
 import itertools
 import json
 import multiprocessing
 import os
-import shutil
 import socket
-from contextlib import contextmanager
+import tempfile
+import threading
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from multiprocessing.connection import wait
@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 
 from . import sweep_plots
 from .config import ModelConfig, RunConfig, StimulusConfig, TrainConfig
+from .files import atomic_write, locked
 from .run import resolve_device, train_run
 
 EXECUTORS = ("local", "ray")
@@ -152,10 +153,18 @@ def seeds_of(base: RunConfig, count: int) -> list[int]:
 
 # results.csv ------------------------------------------------------------------------------------------
 
+def _whole_lines(path: Path) -> str:
+    """The text of ``results.csv`` up to its last newline ("" when absent), after checking its header."""
+    text = path.read_text() if path.is_file() else ""
+    text = text[: text.rfind("\n") + 1]
+    if text and not text.startswith(_HEADER):
+        raise ValueError(f"{path} has other columns than this fastsnn version writes; use another --out")
+    return text
+
+
 def read_results(path: Path) -> list[dict]:
     """The rows of a ``results.csv`` (all strings), oldest first; a last line cut short is ignored."""
-    text = Path(path).read_text() if Path(path).is_file() else ""
-    return list(csv.DictReader(io.StringIO(text[: text.rfind("\n") + 1])))
+    return list(csv.DictReader(io.StringIO(_whole_lines(Path(path)))))
 
 
 def finished(rows: list[dict]) -> list[dict]:
@@ -163,23 +172,11 @@ def finished(rows: list[dict]) -> list[dict]:
     return list({row["id"]: row for row in rows if row["status"] == "ok"}.values())
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _prepare_results(path: Path) -> None:
     """Create ``results.csv`` with its header, or drop a last line cut short by a kill."""
-    text = path.read_text() if path.is_file() else ""
-    complete = text[: text.rfind("\n") + 1] or _HEADER
-    if not complete.startswith(_HEADER):
-        raise ValueError(f"{path} has other columns than this fastsnn version writes; use another --out")
-    if complete != text:
-        _write_atomic(path, complete)
+    complete = _whole_lines(path) or _HEADER
+    if not path.is_file() or complete != path.read_text():
+        atomic_write(path, complete)
 
 
 def _append(path: Path, row: dict) -> None:
@@ -230,7 +227,8 @@ def _failed(point: Point, message: str, **values) -> dict:
 
 def run_point(point: Point, runs_dir: str, threads: int | None = None) -> dict:
     """Train and evaluate ``point`` in this process exactly as ``fastsnn train`` would, into
-    ``runs_dir/<id>/``; return its results row. An exception becomes a ``status="failed"`` row.
+    ``runs_dir/<id>/`` (resuming a run killed there); return its results row. An exception becomes a
+    ``status="failed"`` row.
 
     ``threads`` sets torch's CPU threads first (the point's own ``threads`` field, if set, wins).
     ``peak_rss_mib``: peak resident memory of this process during the run; ``peak_cuda_mib``: peak
@@ -238,14 +236,12 @@ def run_point(point: Point, runs_dir: str, threads: int | None = None) -> dict:
     """
     if threads is not None:
         torch.set_num_threads(threads)
-    out = Path(runs_dir) / point.id
-    shutil.rmtree(out, ignore_errors=True)
     _reset_peak_rss()
     try:
         device = resolve_device(point.config.train.device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        m = train_run(point.config, out, progress=False)
+        m = train_run(point.config, Path(runs_dir) / point.id, progress=False, resume=True)
     except Exception as err:  # the row records it; the next run of the sweep retries the point
         return _failed(point, f"{type(err).__name__}: {err}", peak_rss_mib=round(_peak_rss_mib(), 1))
     cuda_mib = round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None
@@ -263,7 +259,15 @@ def _in_process(points: list[Point], runs_dir: str) -> Iterator[dict]:
         yield run_point(point, runs_dir)
 
 
+def _exit_with_parent() -> None:
+    """End this spawned process as soon as its parent dies, even by SIGKILL: a thread waits on the
+    parent's sentinel, a pipe that the parent holds open for as long as it lives."""
+    sentinel = multiprocessing.parent_process().sentinel
+    threading.Thread(target=lambda: (wait([sentinel]), os._exit(1)), daemon=True).start()
+
+
 def _child(conn, point: Point, runs_dir: str, threads: int) -> None:
+    _exit_with_parent()
     conn.send(run_point(point, runs_dir, threads))
     conn.close()
 
@@ -310,8 +314,12 @@ def _on_ray(ray, points: list[Point], runs_dir: str, address: str | None, worker
     may use it); the rows come back to this driver as the tasks finish."""
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False,
-                 **({"num_cpus": workers} if workers is not None else {}))
+        # Without a working_dir, Ray puts the driver's working directory first on the workers' sys.path,
+        # where a folder holding a clone (`fastsnn/` without __init__.py) shadows the installed fastsnn
+        # as a namespace package. An empty working_dir keeps it off.
+        with tempfile.TemporaryDirectory() as empty:
+            ray.init(address=address, include_dashboard=False, runtime_env={"working_dir": empty},
+                     **({"num_cpus": workers} if workers is not None else {}))
     pending = {}
     try:
         has_gpus = ray.cluster_resources().get("GPU", 0) > 0
@@ -337,16 +345,6 @@ def _on_ray(ray, points: list[Point], runs_dir: str, address: str | None, worker
 
 
 # the sweep --------------------------------------------------------------------------------------------
-
-@contextmanager
-def _locked(out: Path):
-    with open(out / ".lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ValueError(f"another sweep is running in {out}") from None
-        yield
-
 
 def _check_base(out: Path, base: RunConfig, grid: dict[str, list]) -> None:
     """Refuse a base config that differs from the one ``out`` was swept with, outside the grid and seed."""
@@ -407,10 +405,10 @@ def sweep(base: RunConfig, grid: dict[str, list], seeds: Sequence[int], out: Pat
     runs_dir = str((out / "runs").resolve())
     results = out / "results.csv"
     rows = []
-    with _locked(out):
+    with locked(out, "another sweep"):
         todo = plan(base, grid, seeds, out).todo
-        _write_atomic(out / "sweep.json", json.dumps({"base": base.to_dict(), "grid": grid, "seeds": list(seeds)},
-                                                     indent=2) + "\n")
+        atomic_write(out / "sweep.json", json.dumps({"base": base.to_dict(), "grid": grid, "seeds": list(seeds)},
+                                                    indent=2) + "\n")
         _prepare_results(results)
         if ray is not None:
             stream = _on_ray(ray, todo, runs_dir, address, workers)

@@ -1,4 +1,5 @@
-"""Training: Adam on the seed's loss, the seed's early-stopping rule, a snapshot of the best weights."""
+"""Training: Adam on the seed's loss, the seed's early-stopping rule, a snapshot of the best weights,
+and the state after each epoch that lets a killed run continue exactly where it stopped."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +29,7 @@ class FitResult:
     history: list[dict] = field(default_factory=list)  # per epoch: epoch, loss, val_loss, seconds
     best_epoch: int = -1
     best_val_loss: float = math.inf
+    best_state: dict | None = None  # the best epoch's weights (with restore_best)
     stopped_early: bool = False
     restored_best: bool = False
 
@@ -54,13 +57,26 @@ def _pass(model, data: IPDDataset, cfg: TrainConfig, generator: torch.Generator,
 
 
 def fit(model: torch.nn.Module, train_set: IPDDataset, valid_set: IPDDataset, cfg: TrainConfig,
-        generator: torch.Generator, progress: bool = True) -> FitResult:
+        generator: torch.Generator, progress: bool = True, state: dict | None = None,
+        on_epoch: Callable[[dict], None] | None = None) -> FitResult:
     """Train ``model`` in place; with ``cfg.restore_best`` it ends holding the weights of the
-    epoch with the lowest validation loss, else the final ones (the seed's behaviour)."""
+    epoch with the lowest validation loss, else the final ones (the seed's behaviour).
+
+    ``on_epoch`` receives the training state after every epoch (weights, optimizer, ``generator``'s
+    state, history, best snapshot, early-stopping verdict), live objects to save before it returns.
+    Given that ``state`` back with a model built alike, the same data and ``cfg``, ``fit`` continues
+    from there exactly as if it had never stopped.
+    """
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     result = FitResult()
-    best_state = None
-    bar = tqdm(range(cfg.epochs), desc="train", unit="epoch", disable=not progress)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        result = FitResult(**state["result"])
+    first = cfg.epochs if result.stopped_early else result.epochs_run
+    bar = tqdm(range(first, cfg.epochs), initial=first, total=cfg.epochs, desc="train", unit="epoch",
+               disable=not progress)
     for epoch in bar:
         start = time.perf_counter()
         model.train()
@@ -77,12 +93,16 @@ def fit(model: torch.nn.Module, train_set: IPDDataset, valid_set: IPDDataset, cf
         if val_loss < result.best_val_loss:
             result.best_val_loss, result.best_epoch = val_loss, epoch
             if cfg.restore_best:
-                best_state = copy.deepcopy(model.state_dict())
-        if should_stop([h["val_loss"] for h in result.history], epoch, cfg.patience, cfg.min_epochs):
-            result.stopped_early = True
+                result.best_state = copy.deepcopy(model.state_dict())
+        result.stopped_early = should_stop([h["val_loss"] for h in result.history], epoch, cfg.patience,
+                                           cfg.min_epochs)
+        if on_epoch is not None:
+            on_epoch({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                      "generator": generator.get_state(), "result": vars(result)})
+        if result.stopped_early:
             break
     bar.close()
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    if result.best_state is not None:
+        model.load_state_dict(result.best_state)
         result.restored_best = True
     return result

@@ -1,17 +1,22 @@
 """fastsnn sweep: a tiny grid with each executor (in this process, worker processes, Ray) gives the same
-rows as `fastsnn train`; a run killed mid-sweep resumes with every row once; a grown grid adds only its
-new points; bad grid specs fail clearly; sweep-report redraws the figures from a results file."""
+rows as `fastsnn train`; a run killed mid-sweep resumes with every row once, a run killed mid-training
+from its last epoch; workers die with their driver; a grown grid adds only its new points; bad grid
+specs fail clearly; sweep-report redraws the figures from a results file."""
 
+import importlib.util
 import json
+import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
+import fastsnn
 from fastsnn.cli import main
 from fastsnn.config import RunConfig
 from fastsnn.sweep import COLUMNS, read_results
@@ -124,6 +129,124 @@ def test_resume_after_a_kill_gives_every_row_once(local_sweep, tmp_path):
     rows = rows_by_name(out)
     assert set(rows) == NAMES
     assert_same_results(rows, rows_by_name(local_sweep))
+
+
+def test_a_rerun_resumes_a_run_killed_in_flight_from_its_last_epoch(tmp_path):
+    out = tmp_path / "sweep"
+    point = ["--epochs", "3", "--anf-per-ear", "4", "--hidden", "3"]
+    args = sweep_args(out, *point, grid=[], seeds=1)
+    killed = subprocess.run([sys.executable, "-m", "fastsnn", *args], capture_output=True, text=True,
+                            env={**os.environ, "FASTSNN_TEST_KILL_AFTER_EPOCH": "1"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    (run,) = (out / "runs").iterdir()
+    saved = [h["seconds"] for h in torch.load(run / "resume.pt", weights_only=True)["result"]["history"]]
+    assert main(args) == 0
+    history = (run / "history.csv").read_text().splitlines()[1:]
+    assert [float(line.split(",")[3]) for line in history[:2]] == saved, "the run restarted instead of resuming"
+    assert main(["train", *TINY, *point, "--out", str(tmp_path / "train")]) == 0
+    trained = torch.load(tmp_path / "train" / "checkpoint.pt", weights_only=True)
+    resumed = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert resumed["metrics"]["test_accuracy"] == trained["metrics"]["test_accuracy"]
+    for name, value in trained["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][name], value), name
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has exited; nobody may reap an orphan in a container
+
+
+def _spawned_children(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+@pytest.mark.skipif(not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(),
+                    reason="finds the workers through /proc")
+def test_workers_exit_when_their_driver_is_killed(tmp_path):
+    out = tmp_path / "sweep"
+    longer = ["--epochs", "40", "--train-batches", "8"]  # seconds of training: the workers are mid-run at the kill
+    driver = subprocess.Popen([sys.executable, "-m", "fastsnn", *sweep_args(out, "--workers", "2", seeds=1), *longer],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(out.glob("runs/*/config.json"))) < 2 and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        workers = _spawned_children(driver.pid)
+        assert len(workers) == 2, "the workers never started their runs"
+        driver.kill()
+        driver.wait()
+        deadline = time.monotonic() + 60
+        while any(map(_alive, workers)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(map(_alive, workers)), "a worker outlived its driver by a minute"
+        assert not list(out.glob("runs/*/metrics.json")), "a worker went on training after its driver died"
+    finally:
+        driver.kill()
+        for pid in filter(_alive, workers):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_results_of_other_columns_are_refused(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "results.csv").write_text("id,accuracy\nabc,0.5\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(sweep_args(out))
+    assert exit_.value.code == 2
+    with pytest.raises(SystemExit):
+        main(["sweep-report", str(out)])
+    err = capsys.readouterr().err.splitlines()
+    expected = f"fastsnn: error: {out / 'results.csv'} has other columns than this fastsnn version writes; use another --out"
+    assert [line for line in err if line.startswith("fastsnn: error:")] == [expected] * 2
+
+
+# Puts fastsnn on the import path the way `pip install -e` does: a finder after sys.path's, so that a
+# `fastsnn/` folder without __init__.py on sys.path (a clone's root) shadows it as a namespace package.
+EDITABLE_INSTALL = """import importlib.util, json, os, sys
+from importlib.machinery import PathFinder
+MAPPING = json.loads(os.environ["TEST_FASTSNN_MAPPING"])
+class EditableFinder:
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        package = max((p for p in MAPPING if name == p or name.startswith(p + ".")), key=len, default=None)
+        if package is None:
+            return None
+        where = os.path.join(MAPPING[package], *name[len(package):].split(".")[1:])
+        if os.path.isfile(os.path.join(where, "__init__.py")):
+            return importlib.util.spec_from_file_location(name, os.path.join(where, "__init__.py"),
+                                                          submodule_search_locations=[where])
+        return importlib.util.spec_from_file_location(name, where + ".py") if os.path.isfile(where + ".py") else None
+sys.meta_path.insert(sys.meta_path.index(PathFinder) + 1, EditableFinder)
+"""
+
+
+@pytest.mark.parametrize("executor", [["--workers", "2"], ["--executor", "ray", "--workers", "1"]],
+                         ids=["local-workers", "ray"])
+def test_sweep_from_the_folder_that_holds_a_clone(executor, tmp_path):
+    """Started beside a `fastsnn/` folder with no __init__.py, as from a clone's parent folder, with fastsnn
+    installed in editable mode, the sweep's workers import the installed package all the same."""
+    if "ray" in executor:
+        pytest.importorskip("ray")
+    site, here = tmp_path / "site", tmp_path / "parent"
+    site.mkdir()
+    (here / "fastsnn").mkdir(parents=True)
+    (site / "sitecustomize.py").write_text(EDITABLE_INSTALL)
+    (site / "fastsnn_cli.py").write_text("import sys\nfrom fastsnn.cli import main\n"
+                                         "if __name__ == '__main__':\n    sys.exit(main())\n")  # a console script
+    mapping = {"fastsnn": str(Path(fastsnn.__file__).parent),
+               "fastsnn.kernels": importlib.util.find_spec("fastsnn.kernels").submodule_search_locations[0]}
+    env = {**os.environ, "PYTHONPATH": str(site), "TEST_FASTSNN_MAPPING": json.dumps(mapping)}
+    args = sweep_args(tmp_path / "sweep", *executor, grid=["--grid", "anf-per-ear=4", "--grid", "hidden=3"], seeds=1)
+    done = subprocess.run([sys.executable, str(site / "fastsnn_cli.py"), *args], cwd=here, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (row,) = read_results(tmp_path / "sweep" / "results.csv")
+    assert row["status"] == "ok", row["error"]
 
 
 def test_local_worker_processes_match_in_process(local_sweep, tmp_path):

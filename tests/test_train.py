@@ -1,5 +1,7 @@
-"""Training: the early-stopping rule, the best-weights snapshot, and learning beyond chance."""
+"""Training: the early-stopping rule, the best-weights snapshot, resuming from a saved epoch, and
+learning beyond chance."""
 
+import io
 import random
 
 import pytest
@@ -47,8 +49,8 @@ def small_problem(backend="auto", seed=0, train_samples=512, batch_size=64, **tr
     stim = StimulusConfig()
     cfg = TrainConfig(batch_size=batch_size, train_samples=train_samples, valid_samples=256, test_samples=512,
                       seed=seed, **train)
-    data = generator(seed, "data")
-    sets = [IPDDataset.random(n, stim, data) for n in (cfg.train_samples, cfg.valid_samples, cfg.test_samples)]
+    sets = [IPDDataset.random(n, stim, generator(seed, f"{which}_set"))
+            for n, which in ((cfg.train_samples, "train"), (cfg.valid_samples, "valid"), (cfg.test_samples, "test"))]
     model = IPDNetwork(stim, ModelConfig(backend=backend), generator(seed, "model"))
     return model, sets, cfg
 
@@ -58,7 +60,7 @@ def test_short_training_beats_chance_by_far():
     model, (train, valid, test), cfg = small_problem(epochs=8, lr=0.01)
     result = fit(model, train, valid, cfg, generator(0, "train"), progress=False)
     assert result.epochs_run == 8 and result.history[-1]["loss"] < result.history[0]["loss"]
-    accuracy = evaluate(model, test, 64, generator(0, "eval")).accuracy
+    accuracy = evaluate(model, test, 64, generator(0, "eval_test")).accuracy
     assert accuracy > 0.35, f"accuracy {accuracy:.3f} (chance 0.083)"
 
 
@@ -80,6 +82,30 @@ def test_restore_best_returns_the_best_epochs_weights():
     kept = fit(final, train, valid, cfg_final, generator(0, "train"), progress=False)
     assert not kept.restored_best
     assert not torch.equal(final.hidden.weight, model.hidden.weight)
+
+
+def test_fit_resumed_from_any_saved_epoch_ends_as_uninterrupted():
+    setup = dict(train_samples=16, batch_size=16, lr=0.02, epochs=40, min_epochs=2, patience=3)
+    saved = []
+
+    def save(state):
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        saved.append(buffer.getvalue())
+
+    model, (train, valid, _), cfg = small_problem(**setup)
+    whole = fit(model, train, valid, cfg, generator(0, "train"), progress=False, on_epoch=save)
+    assert whole.stopped_early and whole.restored_best and whole.best_epoch < whole.epochs_run - 1
+    assert len(saved) == whole.epochs_run
+    for epoch in (whole.best_epoch, whole.epochs_run - 1):
+        again, (train, valid, _), cfg = small_problem(**setup)
+        state = torch.load(io.BytesIO(saved[epoch]), weights_only=True)
+        resumed = fit(again, train, valid, cfg, generator(0, "train"), progress=False, state=state)
+        assert resumed.history[: epoch + 1] == whole.history[: epoch + 1]  # the saved epochs, seconds and all
+        assert [h["val_loss"] for h in resumed.history] == [h["val_loss"] for h in whole.history]
+        assert (resumed.best_epoch, resumed.stopped_early, resumed.restored_best) == (whole.best_epoch, True, True)
+        for (name, a), b in zip(again.state_dict().items(), model.state_dict().values()):
+            assert torch.equal(a, b), (epoch, name)
 
 
 def test_nan_loss_is_a_clear_error():
