@@ -236,11 +236,14 @@ def _figures(out: Path, label: str, result: Evaluation, num_classes: int) -> Non
 
 
 def _kernels_cached(backend: str) -> bool:
-    """Whether numba's disk cache holds fresh compiled code for each CPU kernel module this run calls
-    (False on a first run, where compiling them takes ~30 s)."""
+    """Whether numba's disk cache holds compiled code for the CPU kernels this run calls (False on a
+    first run, where compiling them takes ~30 s). The LIF kernels are made per neuron variant; their
+    variants share one cache index, so any cached variant counts."""
     from numba.core.dispatcher import Dispatcher
 
-    from .cpu import lif, spikes, stimulus
+    from .cpu import stimulus
+    from .ops.lif import cpu as lif
+    from .ops.spikes import cpu as spikes
 
     def cached(kernel: Dispatcher) -> bool:
         try:  # numba's index of compiled signatures; empty when absent or stale
@@ -248,8 +251,12 @@ def _kernels_cached(backend: str) -> bool:
         except AttributeError:  # a dispatcher without a disk cache
             return False
 
-    modules = (stimulus, lif, spikes) if backend == "cpu" else (stimulus,)
-    return all(any(cached(k) for k in vars(m).values() if isinstance(k, Dispatcher)) for m in modules)
+    kernels = [k for m in (stimulus, spikes) for k in vars(m).values() if isinstance(k, Dispatcher)]
+    if backend != "cpu":
+        kernels = [k for k in vars(stimulus).values() if isinstance(k, Dispatcher)]
+    else:
+        kernels += [lif.lif_fwd_kernel(False, 0, False), lif.lif_bwd_kernel(False, 0, False)]
+    return all(cached(k) for k in kernels)
 
 
 def train_run(config: RunConfig, out: Path | None = None, progress: bool = True, overwrite: bool = False,
