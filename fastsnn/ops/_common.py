@@ -94,8 +94,9 @@ def decay_tensor(name: str, value, h: torch.Tensor) -> torch.Tensor:
     """Validate a decay per step (``alpha``, ``rho``): a number in [0, 1] or an (N,) tensor; return (N,)
     in the state dtype on h's device.
 
-    A tensor on the CPU is checked for values outside [0, 1] and NaN. On CUDA it is not: the check
-    would copy to the host and stall the stream at every call. The layers in :mod:`fastsnn.nn`
+    A tensor on the CPU is checked for values outside [0, 1] and NaN (eagerly; not while torch.compile
+    traces, where the check would break the graph). On CUDA it is not: the check would copy to the
+    host and stall the stream at every call. The layers in :mod:`fastsnn.nn`
     build their learnt decays as ``exp(-dt / tau)``, which lies in (0, 1] by construction.
     """
     n = h.shape[2]
@@ -108,7 +109,8 @@ def decay_tensor(name: str, value, h: torch.Tensor) -> torch.Tensor:
             raise TypeError(f"{name} must be a floating-point tensor, got {value.dtype}")
         if value.device != h.device:
             raise ValueError(f"{name} is on {value.device} but h is on {h.device}; put both on one device")
-        if value.device.type == "cpu" and n and not bool(((value >= 0) & (value <= 1)).all()):
+        if (value.device.type == "cpu" and n and not torch.compiler.is_compiling()
+                and not bool(((value >= 0) & (value <= 1)).all())):
             bad = value[~((value >= 0) & (value <= 1))][0].item()
             raise ValueError(f"{name} must lie in [0, 1] (a decay per step, exp(-dt/tau)), got an element {bad!r}")
         return value.to(state).contiguous()

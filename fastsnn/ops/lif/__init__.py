@@ -136,8 +136,8 @@ def lif(h: Tensor, alpha, *, time_weights=None, threshold: float = 1.0, beta: fl
     ``v_{t+1} = (alpha v_t + h_t)(1 - s_t)``, ``s_0 = v_0 = 0``. ``spike="same_step"`` spikes on the
     step's own membrane ``u_t = alpha v_{t-1} + h_t``. ``reset``: ``"zero"`` (multiply by 1 - s),
     ``"subtract"`` (subtract threshold x s), ``"subtract_next"`` (same-step only; snnTorch's subtract:
-    threshold x s comes off the next step's membrane). ``fire``: ``">"`` (the seed) or ``">="``
-    (SpikingJelly, snnTorch). ``surrogate``: the pseudo-derivative of H, ``"sigmoid"``
+    threshold x s comes off the next step's membrane). ``fire``: ``">"`` (the seed, snnTorch) or ``">="``
+    (SpikingJelly). ``surrogate``: the pseudo-derivative of H, ``"sigmoid"``
     ``beta sig(beta x)(1 - sig(beta x))`` or ``"atan"`` ``beta / 2 / (1 + (pi/2 beta x)^2)``.
     ``detach_reset`` stops the gradient through the reset's s.
 
