@@ -3,7 +3,8 @@
 A sweep folder ``DIR`` holds:
 
 - ``results.csv``: one row per finished (point, seed), in :data:`COLUMNS` order (every config field,
-  the test and train metrics, wall time, peak memory, where it ran, ``status`` ok/failed, ``error``).
+  the test and train metrics, wall time, peak memory, where it ran: host, CPU model, GPU name on CUDA,
+  ``status`` ok/failed, ``error``).
   Only the driver writes it, one whole line per ``write`` on an ``O_APPEND`` descriptor followed by
   ``fsync``, so a kill loses at most the runs in flight; a last line cut short is dropped on the next run.
 - ``runs/<id>/``: each run's full folder, as ``fastsnn train`` writes it.
@@ -30,6 +31,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import platform
 import shutil
 import socket
 from contextlib import contextmanager
@@ -52,7 +54,7 @@ _SECTIONS = {"stimulus": StimulusConfig, "model": ModelConfig, "train": TrainCon
 FIELDS = {f.name: (section, f.type) for section, kind in _SECTIONS.items() for f in fields(kind)}
 METRICS = ("test_accuracy", "test_abs_error_deg", "train_accuracy", "train_abs_error_deg", "epochs_run", "best_epoch",
            "wall_seconds", "peak_rss_mib", "peak_cuda_mib", "device_used", "backend_used", "threads_used", "host",
-           "finished", "status", "error")
+           "cpu_model", "gpu_model", "finished", "status", "error")
 COLUMNS = ("id", "name", *FIELDS, *METRICS)
 _HEADER = ",".join(COLUMNS) + "\n"
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
@@ -218,9 +220,20 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # bytes on macOS
 
 
+def cpu_model() -> str:
+    """The CPU's name: ``model name`` in /proc/cpuinfo (Linux), else ``platform.processor()``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _row(point: Point, **values) -> dict:
     return {"id": point.id, "name": point.name, **_flat(point.config.to_dict()), "host": socket.gethostname(),
-            "finished": datetime.now().isoformat(timespec="seconds"), **values}
+            "cpu_model": cpu_model(), "finished": datetime.now().isoformat(timespec="seconds"), **values}
 
 
 def _failed(point: Point, message: str, **values) -> dict:
@@ -253,7 +266,8 @@ def run_point(point: Point, runs_dir: str, threads: int | None = None) -> dict:
                                             "train_abs_error_deg", "best_epoch")},
                 epochs_run=m["epochs"], wall_seconds=round(m["wall_seconds"], 3),
                 peak_rss_mib=round(_peak_rss_mib(), 1), peak_cuda_mib=cuda_mib,
-                device_used=m["device"], backend_used=m["backend"], threads_used=m["threads"], status="ok", error="")
+                device_used=m["device"], backend_used=m["backend"], threads_used=m["threads"],
+                gpu_model=torch.cuda.get_device_name(device) if device.type == "cuda" else "", status="ok", error="")
 
 
 # executors --------------------------------------------------------------------------------------------
