@@ -9,7 +9,8 @@ A sweep folder ``DIR`` holds:
   ``fsync``, so a kill loses at most the runs in flight; a last line cut short is dropped on the next run.
 - ``runs/<id>/``: each run's full folder, as ``fastsnn train`` writes it.
 - ``sweep.json``: the base configuration, the grid and the seeds of the last invocation.
-- ``heatmap.png``, ``accuracy_vs_hidden.png``, ``walltime_vs_size.png`` (:mod:`fastsnn.sweep_plots`).
+- ``summary.md``, ``summary.csv`` (:mod:`fastsnn.sweep_summary`) and figures named for the swept keys
+  (:mod:`fastsnn.sweep_plots`), such as ``accuracy_vs_tau_ms.png``.
 
 A point's ``id`` is a hash of its full configuration, seed included, so rerunning a command skips the
 rows already there, a grown grid runs only its new points, and a failed row is retried.
@@ -44,7 +45,7 @@ from typing import Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from . import sweep_plots
+from . import sweep_plots, sweep_summary
 from .config import ModelConfig, RunConfig, StimulusConfig, TrainConfig
 from .run import resolve_device, train_run
 
@@ -443,14 +444,14 @@ def sweep(base: RunConfig, grid: dict[str, list], seeds: Sequence[int], out: Pat
 
 
 def varying(rows: list[dict]) -> list[str]:
-    """Config fields other than seed, anf_per_ear and hidden that take more than one value in ``rows``."""
-    return [key for key in FIELDS if key not in ("seed", "anf_per_ear", "hidden")
-            and len({row[key] for row in rows}) > 1]
+    """Config fields other than seed that take more than one value in ``rows``."""
+    return [key for key in FIELDS if key != "seed" and len({row[key] for row in rows}) > 1]
 
 
-def report(out: Path) -> list[str]:
-    """(Re)draw the figures of ``out`` from its ``results.csv``; return one summary line per point
-    (mean over seeds). Raises ``ValueError`` when it holds no finished run."""
+def report(out: Path, x: str | None = None, hue: str | None = None, metric: str = "test_accuracy") -> str:
+    """(Re)draw the figures of ``out`` and write ``summary.md`` / ``summary.csv`` from its ``results.csv``
+    (:mod:`fastsnn.sweep_plots`, :mod:`fastsnn.sweep_summary`); return the markdown summary. Raises
+    ``ValueError`` when it holds no finished run or ``x`` / ``hue`` is not a swept key."""
     out = Path(out)
     results = out / "results.csv"
     if not results.is_file():
@@ -458,6 +459,6 @@ def report(out: Path) -> list[str]:
     rows = finished(read_results(results))
     if not rows:
         raise ValueError(f"{results} holds no finished run")
-    group_by = varying(rows)
-    sweep_plots.draw(rows, group_by, out)
-    return sweep_plots.summary(rows, group_by)
+    layout = sweep_plots.layout({key: sweep_summary.values(rows, key) for key in varying(rows)}, x, hue)
+    sweep_plots.draw(rows, layout, metric, out)
+    return sweep_summary.write(rows, layout.keys, out)
