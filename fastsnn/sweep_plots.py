@@ -114,18 +114,17 @@ def _series(ax, points: dict[tuple[str], list[dict]], pos: dict[str, float], met
     to the side, each run an open dot beside it."""
     fig = ax.get_figure()
     at = np.array([pos[x] for (x,) in points])
-    mean, std = (metric.scale * np.array(v) for v in zip(*(stats(r, metric.column)[:2] for r in points.values())))
+    mean, std = (metric.scale * np.array(v) for v in zip(*(stats(r, metric.column) for r in points.values())))
     std = np.nan_to_num(std)
     ax.errorbar(at, mean, yerr=std, capsize=3, marker="o", ms=4, ls="-" if connect else "none", color=color,
                 label=label, transform=offset_copy(ax.transData, fig, x=shift, units="points"))
-    seeds = [(pos[x], metric.scale * float(run[metric.column])) for (x,), runs in points.items() for run in runs]
-    for (x,), runs in points.items():
-        for j, run in enumerate(runs):
-            ax.plot(pos[x], metric.scale * float(run[metric.column]), "o", ms=4, mfc="none", alpha=0.6, color=color,
-                    transform=offset_copy(ax.transData, fig, x=shift + 2.5 * (j - (len(runs) - 1) / 2),
-                                          units="points"))
+    dots = [(pos[x], j - (len(runs) - 1) / 2, metric.scale * float(run[metric.column]))
+            for (x,), runs in points.items() for j, run in enumerate(runs)]
+    for x, j, y in dots:
+        ax.plot(x, y, "o", ms=4, mfc="none", alpha=0.6, color=color,
+                transform=offset_copy(ax.transData, fig, x=shift + 2.5 * j, units="points"))
     # shifted artists do not count for autoscaling: give the axes their data extent
-    extent = np.array([*seeds, *zip(at, mean - std), *zip(at, mean + std)])
+    extent = np.array([*((x, y) for x, _, y in dots), *zip(at, mean - std), *zip(at, mean + std)])
     ax.update_datalim(extent[extent[:, 1] > 0] if ax.get_yscale() == "log" else extent)
 
 
@@ -180,7 +179,8 @@ def heatmap(rows: list[dict], lay: Layout, metric: Metric, path: Path, suptitle:
         panels[panel] = m
     low, high = np.nanmin(list(panels.values())), np.nanmax(list(panels.values()))
     cols = min(len(panels), 3)
-    fig, axes = _figure(math.ceil(len(panels) / cols), cols, max(3.6, 0.75 * len(xs) + 2), max(2.6, 0.45 * len(hues) + 1.6))
+    fig, axes = _figure(math.ceil(len(panels) / cols), cols, max(3.6, 0.75 * len(xs) + 2),
+                        max(2.6, 0.45 * len(hues) + 1.6))
     for ax, (panel, m) in zip(axes.flat, panels.items()):
         image = ax.imshow(m, origin="lower", aspect="auto", cmap="viridis", vmin=low, vmax=high)
         for i, j in zip(*np.nonzero(np.isfinite(m))):

@@ -68,10 +68,10 @@ def group(rows: list[dict], keys: Sequence[str]) -> dict[tuple[str, ...], list[d
     return groups
 
 
-def stats(rows: list[dict], column: str) -> tuple[float, float, int]:
-    """(mean, sample standard deviation, n) of ``column`` over ``rows``; the std is NaN for one row."""
+def stats(rows: list[dict], column: str) -> tuple[float, float]:
+    """(mean, sample standard deviation) of ``column`` over ``rows``; the std is NaN for one row."""
     x = np.array([float(row[column]) for row in rows])
-    return float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else math.nan, len(x)
+    return float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else math.nan
 
 
 def machine(rows: list[dict]) -> str:
@@ -87,9 +87,9 @@ def machine(rows: list[dict]) -> str:
 
 def base(rows: list[dict], keys: Sequence[str]) -> str:
     """The fields other than ``keys`` and seed that differ from the seed's defaults, as ``key=value``."""
-    defaults = {k: v for section in RunConfig().to_dict().values() for k, v in section.items()}
+    defaults = {k: "" if v is None else str(v) for part in RunConfig().to_dict().values() for k, v in part.items()}
     return ", ".join(f"{key}={show(rows[0][key])}" for key, default in defaults.items()
-                     if key not in keys and key != "seed" and rows[0][key] != ("" if default is None else str(default)))
+                     if key not in keys and key != "seed" and rows[0][key] != default)
 
 
 def _cell(mean: float, std: float, metric: Metric) -> str:
@@ -104,9 +104,8 @@ def summary_csv(rows: list[dict], keys: Sequence[str]) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([*keys, "n", *(f"{m}_{s}" for m in SUMMARY for s in ("mean", "std"))])
     for point, runs in group(rows, keys).items():
-        numbers = [stats(runs, m) for m in SUMMARY]
-        writer.writerow([*point, len(runs), *("" if math.isnan(x) else repr(x) for mean, std, _ in numbers
-                                              for x in (mean, std))])
+        numbers = [x for m in SUMMARY for x in stats(runs, m)]
+        writer.writerow([*point, len(runs), *("" if math.isnan(x) else repr(x) for x in numbers)])
     return buf.getvalue()
 
 
@@ -119,7 +118,7 @@ def summary_md(rows: list[dict], keys: Sequence[str], title: str) -> str:
              "| " + " | ".join([*keys, "n", *(METRICS[m].label for m in SUMMARY)]) + " |",
              "|" + "---:|" * (len(keys) + 1 + len(SUMMARY))]
     for point, runs in group(rows, keys).items():
-        cells = [_cell(*stats(runs, m)[:2], METRICS[m]) for m in SUMMARY]
+        cells = [_cell(*stats(runs, m), METRICS[m]) for m in SUMMARY]
         lines.append("| " + " | ".join([*map(show, point), str(len(runs)), *cells]) + " |")
     return "\n".join(lines) + "\n"
 

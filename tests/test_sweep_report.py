@@ -126,7 +126,8 @@ def test_sweep_report_rows_without_a_cpu_model(sweep3, tmp_path):
 @pytest.mark.parametrize("flags,message", [
     (["--x", "lr"], r"--x 'lr' is not a swept key; valid: tau_ms, hidden, dales_law"),
     (["--hue", "lr"], r"--hue 'lr' is not a swept key other than --x; valid: hidden, dales_law"),
-    (["--x", "hidden", "--hue", "hidden"], r"--hue 'hidden' is not a swept key other than --x; valid: tau_ms, dales_law"),
+    (["--x", "hidden", "--hue", "hidden"],
+     r"--hue 'hidden' is not a swept key other than --x; valid: tau_ms, dales_law"),
     (["--metric", "accuracy"], r"argument --metric: invalid choice: 'accuracy' \(choose from 'test_accuracy', .*"
                                r"'wall_seconds', 'peak_rss_mib'\)"),
 ], ids=["x", "hue", "hue-is-x", "metric"])
