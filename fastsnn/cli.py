@@ -124,6 +124,7 @@ def _sweep(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         base = config_from_args(args)
         grid, seeds = parse_grid(args.grid), seeds_of(base, args.seeds)
+        # a bad --x / --hue fails now, not after the runs
         layout({key: list(map(str, vals)) for key, vals in grid.items() if len(vals) > 1}, args.x, args.hue)
         if args.dry_run:
             planned = plan(base, grid, seeds, args.out)
