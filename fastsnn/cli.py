@@ -56,6 +56,18 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quiet", action="store_true", help="no progress bar, print only the final metrics")
 
 
+def _report_flags(p: argparse.ArgumentParser) -> None:
+    from .sweep_summary import METRICS
+
+    g = p.add_argument_group("figures")
+    g.add_argument("--x", default=None, metavar="KEY",
+                   help="swept key on the horizontal axis (default: the numeric key with the most values)")
+    g.add_argument("--hue", default=None, metavar="KEY", help="swept key with one line / heatmap row per value "
+                                                              "(default: the next); any other keys make panels")
+    g.add_argument("--metric", default="test_accuracy", choices=METRICS, metavar="NAME",
+                   help=f"what the figures show: {', '.join(METRICS)} (default: test_accuracy)")
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """Build a validated :class:`RunConfig` from parsed ``train`` flags (raises ValueError)."""
     stimulus = StimulusConfig(anf_per_ear=args.anf_per_ear, phase_offset=args.phase_offset)
@@ -116,17 +128,22 @@ def parser() -> argparse.ArgumentParser:
                    help="Ray cluster address (default: a running local cluster, else a new one)")
     g.add_argument("--dry-run", action="store_true", help="list the runs and which are done; train nothing")
     g.add_argument("--quiet", action="store_true", help="no progress bar over the runs")
-    rep = sub.add_parser("sweep-report", help="redraw a sweep's figures from its results.csv")
+    _report_flags(sw)
+    rep = sub.add_parser("sweep-report", help="redraw a sweep's figures and summary from its results.csv")
     rep.add_argument("dir", help="the sweep folder")
+    _report_flags(rep)
     return p
 
 
 def _sweep(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from .sweep import parse_grid, plan, report, seeds_of, sweep
+    from .sweep_plots import layout
 
     try:
         base = config_from_args(args)
         grid, seeds = parse_grid(args.grid), seeds_of(base, args.seeds)
+        # a bad --x / --hue fails now, not after the runs
+        layout({key: list(map(str, vals)) for key, vals in grid.items() if len(vals) > 1}, args.x, args.hue)
         if args.dry_run:
             planned = plan(base, grid, seeds, args.out)
             for point in planned.points:
@@ -146,7 +163,7 @@ def _sweep(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         print(f"failed: {row['name']}: {row['error']}", file=sys.stderr)
     print(f"{len(rows) - len(failed)} runs done, {len(failed)} failed; results in {args.out}/results.csv")
     try:
-        print("\n".join(report(args.out)))
+        print(report(args.out, args.x, args.hue, args.metric), end="")
     except ValueError as err:
         print(err, file=sys.stderr)
     return 1 if failed else 0
@@ -193,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         from .sweep import report
 
         try:
-            print("\n".join(report(args.dir)))
+            print(report(args.dir, args.x, args.hue, args.metric), end="")
         except ValueError as err:
             p.error(str(err))
     else:

@@ -3,13 +3,15 @@
 A sweep folder ``DIR`` holds:
 
 - ``results.csv``: one row per finished (point, seed), in :data:`COLUMNS` order (every config field,
-  the test and train metrics, wall time, peak memory, where it ran, ``status`` ok/failed, ``error``).
+  the test and train metrics, wall time, peak memory, where it ran: host, CPU model, GPU name on CUDA,
+  ``status`` ok/failed, ``error``).
   Only the driver writes it, one whole line per ``write`` on an ``O_APPEND`` descriptor followed by
   ``fsync``, so a kill loses at most the runs in flight; a last line cut short is dropped on the next run.
 - ``runs/<id>/``: each run's full folder, as ``fastsnn train`` writes it; a run killed in flight
   resumes there from its last finished epoch when the sweep runs again.
 - ``sweep.json``: the base configuration, the grid and the seeds of the last invocation.
-- ``heatmap.png``, ``accuracy_vs_hidden.png``, ``walltime_vs_size.png`` (:mod:`fastsnn.sweep_plots`).
+- ``summary.md``, ``summary.csv`` (:mod:`fastsnn.sweep_summary`) and figures named for the swept keys
+  (:mod:`fastsnn.sweep_plots`), such as ``accuracy_vs_tau_ms.png``.
 
 A point's ``id`` is a hash of its full configuration, seed included, so rerunning a command skips the
 rows already there, a grown grid runs only its new points, and a failed row is retried.
@@ -30,6 +32,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import platform
 import socket
 import tempfile
 import threading
@@ -42,7 +45,7 @@ from typing import Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from . import sweep_plots
+from . import sweep_plots, sweep_summary
 from .config import ModelConfig, RunConfig, StimulusConfig, TrainConfig
 from .files import atomic_write, locked
 from .run import resolve_device, train_run
@@ -53,7 +56,7 @@ _SECTIONS = {"stimulus": StimulusConfig, "model": ModelConfig, "train": TrainCon
 FIELDS = {f.name: (section, f.type) for section, kind in _SECTIONS.items() for f in fields(kind)}
 METRICS = ("test_accuracy", "test_abs_error_deg", "train_accuracy", "train_abs_error_deg", "epochs_run", "best_epoch",
            "wall_seconds", "peak_rss_mib", "peak_cuda_mib", "device_used", "backend_used", "threads_used", "host",
-           "finished", "status", "error")
+           "cpu_model", "gpu_model", "finished", "status", "error")
 COLUMNS = ("id", "name", *FIELDS, *METRICS)
 _HEADER = ",".join(COLUMNS) + "\n"
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
@@ -215,9 +218,20 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # bytes on macOS
 
 
+def cpu_model() -> str:
+    """The CPU's name: ``model name`` in /proc/cpuinfo (Linux), else ``platform.processor()``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _row(point: Point, **values) -> dict:
     return {"id": point.id, "name": point.name, **_flat(point.config.to_dict()), "host": socket.gethostname(),
-            "finished": datetime.now().isoformat(timespec="seconds"), **values}
+            "cpu_model": cpu_model(), "finished": datetime.now().isoformat(timespec="seconds"), **values}
 
 
 def _failed(point: Point, message: str, **values) -> dict:
@@ -249,7 +263,8 @@ def run_point(point: Point, runs_dir: str, threads: int | None = None) -> dict:
                                             "train_abs_error_deg", "best_epoch")},
                 epochs_run=m["epochs"], wall_seconds=round(m["wall_seconds"], 3),
                 peak_rss_mib=round(_peak_rss_mib(), 1), peak_cuda_mib=cuda_mib,
-                device_used=m["device"], backend_used=m["backend"], threads_used=m["threads"], status="ok", error="")
+                device_used=m["device"], backend_used=m["backend"], threads_used=m["threads"],
+                gpu_model=torch.cuda.get_device_name(device) if device.type == "cuda" else "", status="ok", error="")
 
 
 # executors --------------------------------------------------------------------------------------------
@@ -427,14 +442,14 @@ def sweep(base: RunConfig, grid: dict[str, list], seeds: Sequence[int], out: Pat
 
 
 def varying(rows: list[dict]) -> list[str]:
-    """Config fields other than seed, anf_per_ear and hidden that take more than one value in ``rows``."""
-    return [key for key in FIELDS if key not in ("seed", "anf_per_ear", "hidden")
-            and len({row[key] for row in rows}) > 1]
+    """Config fields other than seed that take more than one value in ``rows``."""
+    return [key for key in FIELDS if key != "seed" and len({row[key] for row in rows}) > 1]
 
 
-def report(out: Path) -> list[str]:
-    """(Re)draw the figures of ``out`` from its ``results.csv``; return one summary line per point
-    (mean over seeds). Raises ``ValueError`` when it holds no finished run."""
+def report(out: Path, x: str | None = None, hue: str | None = None, metric: str = "test_accuracy") -> str:
+    """(Re)draw the figures of ``out`` and write ``summary.md`` / ``summary.csv`` from its ``results.csv``
+    (:mod:`fastsnn.sweep_plots`, :mod:`fastsnn.sweep_summary`); return the markdown summary. Raises
+    ``ValueError`` when it holds no finished run or ``x`` / ``hue`` is not a swept key."""
     out = Path(out)
     results = out / "results.csv"
     if not results.is_file():
@@ -442,6 +457,6 @@ def report(out: Path) -> list[str]:
     rows = finished(read_results(results))
     if not rows:
         raise ValueError(f"{results} holds no finished run")
-    group_by = varying(rows)
-    sweep_plots.draw(rows, group_by, out)
-    return sweep_plots.summary(rows, group_by)
+    layout = sweep_plots.layout({key: sweep_summary.values(rows, key) for key in varying(rows)}, x, hue)
+    sweep_plots.draw(rows, layout, metric, out)
+    return sweep_summary.write(rows, layout.keys, out)

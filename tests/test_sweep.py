@@ -20,7 +20,6 @@ import fastsnn
 from fastsnn.cli import main
 from fastsnn.config import RunConfig
 from fastsnn.sweep import COLUMNS, read_results
-from fastsnn.sweep_plots import FIGURES
 
 # threads=1 keeps the runs bit-identical whichever process runs them
 TINY = ["--epochs", "1", "--train-batches", "1", "--test-batches", "1", "--batch-size", "8", "--threads", "1",
@@ -69,8 +68,9 @@ def test_local_sweep_writes_rows_runs_and_figures(local_sweep, tmp_path):
         config = RunConfig.from_dict(json.loads((local_sweep / "runs" / row["id"] / "config.json").read_text()))
         s, m, t = config.stimulus, config.model, config.train
         assert f"anf_per_ear={s.anf_per_ear},hidden={m.hidden},seed={t.seed}" == name
-    for name in FIGURES:
+    for name in ("accuracy_vs_anf_per_ear.png", "walltime_vs_weights.png"):
         assert (local_sweep / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert (local_sweep / "summary.md").is_file() and (local_sweep / "summary.csv").is_file()
     # a point trains exactly as `fastsnn train` with the same flags
     assert main(["train", *TINY, "--anf-per-ear", "6", "--hidden", "3", "--seed", "1", "--out", str(tmp_path)]) == 0
     trained = json.loads((tmp_path / "metrics.json").read_text())
@@ -324,21 +324,24 @@ def _results_file(path, points):
     for i, (overrides, accuracy, status) in enumerate(points):
         row = {**defaults, **overrides, "id": f"{i:012x}", "name": f"point{i}", "test_accuracy": accuracy,
                "test_abs_error_deg": 10 * (1 - accuracy), "wall_seconds": 1 + overrides.get("hidden", 30) / 8,
-               "status": status}
+               "epochs_run": 10, "device_used": "cpu", "threads_used": 1, "status": status}
         lines.append(",".join("" if row.get(c) is None else str(row.get(c, "")) for c in COLUMNS))
     path.write_text("\n".join(lines) + "\n" + lines[-1][:20])
 
 
-@pytest.mark.parametrize("points,summaries", [
+@pytest.mark.parametrize("points,summaries,figures", [
     ([({"anf_per_ear": a, "hidden": h, "seed": s, "lr": lr}, 0.5 + 0.001 * h + 0.01 * s, "ok")
-      for a in (10, 20) for h in (8, 16, 64) for s in (0, 1) for lr in (0.005, 0.01)], 12),
-    ([({"hidden": h, "seed": 0}, 0.3 + 0.01 * h, "ok") for h in (8, 16)] + [({"hidden": 32}, 0, "failed")], 2),
+      for a in (10, 20) for h in (8, 16, 64) for s in (0, 1) for lr in (0.005, 0.01)], 12,
+     ["accuracy_vs_hidden.png", "heatmap_hidden_x_anf_per_ear.png", "walltime_vs_weights.png"]),
+    ([({"hidden": h, "seed": 0}, 0.3 + 0.01 * h, "ok") for h in (8, 16)] + [({"hidden": 32}, 0, "failed")], 2,
+     ["accuracy_vs_hidden.png", "walltime_vs_weights.png"]),
 ], ids=["two-axes-and-lr", "only-hidden"])
-def test_sweep_report_redraws_figures(points, summaries, tmp_path, capsys):
+def test_sweep_report_redraws_figures(points, summaries, figures, tmp_path, capsys):
     _results_file(tmp_path / "results.csv", points)
     assert main(["sweep-report", str(tmp_path)]) == 0
-    assert len(capsys.readouterr().out.strip().splitlines()) == summaries
-    for name in FIGURES:
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + summaries  # the header, one row per point
+    for name in figures:
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 
 
