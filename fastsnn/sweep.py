@@ -120,9 +120,23 @@ def parse_grid(specs: Sequence[str]) -> dict[str, list]:
     return grid
 
 
+# The config fields of the first results.csv format. A field added since is hashed into a point's id
+# only when it is set away from its default, so the points of a sweep run before it keep their ids
+# (and a rerun skips them), while a point that uses it gets an id of its own.
+_FIRST_FIELDS = frozenset((
+    "anf_per_ear steps dt_ms rate_max_hz tone_hz envelope_power num_classes phase_offset hidden tau_ms "
+    "readout_tau_ms threshold beta detach_reset learn_tau dales_law ie_ratio dale_mask backend epochs lr "
+    "batch_size train_samples valid_samples test_samples loss_scale patience min_epochs restore_best seed "
+    "device threads").split())
+
+
 def point_id(config: RunConfig) -> str:
-    """12 hex digits of the SHA-1 of the full configuration (seed included)."""
-    return hashlib.sha1(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+    """12 hex digits of the SHA-1 of the configuration (seed included; later fields only when set)."""
+    defaults = RunConfig().to_dict()
+    data = {section: {key: value for key, value in values.items()
+                      if key in _FIRST_FIELDS or value != defaults[section][key]}
+            for section, values in config.to_dict().items()}
+    return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _flat(config: dict) -> dict:
@@ -157,12 +171,25 @@ def seeds_of(base: RunConfig, count: int) -> list[int]:
 # results.csv ------------------------------------------------------------------------------------------
 
 def _whole_lines(path: Path) -> str:
-    """The text of ``results.csv`` up to its last newline ("" when absent), after checking its header."""
+    """The text of ``results.csv`` up to its last newline ("" when absent), in this version's columns.
+
+    A file written before a config field or metric was added (its columns a subset of ours) reads
+    with the field's default and an empty metric; any other header is refused.
+    """
     text = path.read_text() if path.is_file() else ""
     text = text[: text.rfind("\n") + 1]
-    if text and not text.startswith(_HEADER):
+    if not text or text.startswith(_HEADER):
+        return text
+    header = text[: text.find("\n")].split(",")
+    if header[:2] != ["id", "name"] or not set(header) <= set(COLUMNS):
         raise ValueError(f"{path} has other columns than this fastsnn version writes; use another --out")
-    return text
+    defaults = _flat(RunConfig().to_dict())
+    out = io.StringIO()
+    writer = csv.DictWriter(out, COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in csv.DictReader(io.StringIO(text)):
+        writer.writerow({**{k: defaults.get(k, "") for k in COLUMNS if k not in row}, **row})
+    return out.getvalue()
 
 
 def read_results(path: Path) -> list[dict]:
