@@ -350,3 +350,36 @@ def test_sweep_report_without_finished_runs(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["sweep-report", str(tmp_path)])
     assert "holds no finished run" in capsys.readouterr().err
+
+
+def test_results_of_an_earlier_version_read_and_keep_their_ids(tmp_path):
+    """A results.csv written before config fields were added (the first format) still reads, with the
+    new fields at their defaults, and its points keep their ids, so a rerun skips them."""
+    import csv
+    import hashlib
+    import json as _json
+    from dataclasses import replace
+
+    from fastsnn import sweep
+
+    config = RunConfig()
+    config = replace(config, model=replace(config.model, tau_ms=2.0))
+    first = {section: {k: v for k, v in values.items() if k in sweep._FIRST_FIELDS}
+             for section, values in config.to_dict().items()}
+    old_id = hashlib.sha1(_json.dumps(first, sort_keys=True).encode()).hexdigest()[:12]
+    assert sweep.point_id(config) == old_id
+    newer = replace(config, model=replace(config.model, neuron="alif"))
+    assert sweep.point_id(newer) != old_id
+    columns = ["id", "name", *(k for k in sweep.FIELDS if k in sweep._FIRST_FIELDS), "test_accuracy", "status"]
+    row = {"id": old_id, "name": "tau_ms=2.0,seed=0", **sweep._flat(first), "test_accuracy": "0.5", "status": "ok"}
+    path = tmp_path / "results.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerow(row)
+    (read,) = sweep.read_results(path)
+    assert read["id"] == old_id and read["tau_ms"] == "2.0" and read["test_accuracy"] == "0.5"
+    assert read["neuron"] == "lif" and read["cpu_model"] == ""
+    path.write_text("id,name,something_else\n1,2,3\n")
+    with pytest.raises(ValueError, match="has other columns"):
+        sweep.read_results(path)
