@@ -13,8 +13,9 @@ import triton.language as tl
 
 from ._config import BWD_OPTIONS, FWD_OPTIONS, lane_tile
 
-ZERO, SUBTRACT, SUBTRACT_NEXT = 0, 1, 2  # as fastsnn.ops.lif.neuron
-HALF_PI = 1.5707963267948966
+# Globals a @triton.jit function reads must be constexpr (the interpreter accepts plain ones; the compiler does not)
+ZERO, SUBTRACT, SUBTRACT_NEXT = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)  # as fastsnn.ops.lif.neuron
+HALF_PI = tl.constexpr(1.5707963267948966)
 
 
 @triton.jit
