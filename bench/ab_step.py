@@ -1,8 +1,8 @@
 """A/B of the seed network's training step: this working tree against a git revision, side by side.
 
-    python -m bench.ab_step --base HEAD~3 [--rounds 8 --steps 20 --threads 2]
+    python -m bench.ab_step --base HEAD~3 [--work REV] [--rounds 8 --steps 20 --threads 2]
 
-Exports ``--base`` into a temporary folder, then alternates fresh processes of the two trees, one
+Exports ``--base`` (and ``--work``, else this working tree is used) into a temporary folder, then alternates fresh processes of the two trees, one
 per round each (numba's on-disk cache makes every round after the first start warm); each process
 times ``--steps`` training steps (forward, backward, Adam) of the seed network on seed-density
 Poisson input after two untimed ones and prints its median. Prints the median over rounds of each
@@ -53,7 +53,8 @@ print(json.dumps({"fastsnn": __import__("fastsnn").__file__, "median_ms": 1e3 * 
 
 def export(rev: str, into: Path) -> Path:
     """The tree of ``rev`` (fastsnn/ with kernels/ as fastsnn/kernels, as the package installs it) under ``into``."""
-    archive = into / "base.tar"
+    into.mkdir(parents=True)
+    archive = into / "tree.tar"
     subprocess.run(["git", "-C", str(ROOT), "archive", "-o", str(archive), rev, "fastsnn", "kernels"], check=True)
     with tarfile.open(archive) as tar:
         tar.extractall(into, filter="data")
@@ -73,12 +74,14 @@ def run(tree: Path, steps: int, threads: int) -> float:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--base", required=True, help="git revision to compare against (e.g. HEAD, HEAD~3)")
+    p.add_argument("--work", default=None, help="git revision to measure (default: this working tree)")
     p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        trees = {"base": export(args.base, Path(tmp)), "work": ROOT}
+        trees = {"base": export(args.base, Path(tmp) / "base"),
+                 "work": export(args.work, Path(tmp) / "work") if args.work else ROOT}
         times = {name: [] for name in trees}
         for _ in range(args.rounds):
             for name, tree in trees.items():
@@ -87,7 +90,7 @@ def main(argv=None) -> None:
     print(f"CPU: {cpu_name()}, {args.threads} threads; seed training step, median of {args.rounds} rounds x "
           f"{args.steps} steps")
     print(f"base ({args.base}): {base:.3f} ms  {[round(t, 3) for t in times['base']]}")
-    print(f"work (this tree): {work:.3f} ms  {[round(t, 3) for t in times['work']]}")
+    print(f"work ({args.work or 'this tree'}): {work:.3f} ms  {[round(t, 3) for t in times['work']]}")
     print(f"work / base = {work / base:.3f}")
 
 

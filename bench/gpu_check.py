@@ -2,13 +2,23 @@
 
     python -m bench.gpu_check [--quick]
 
-1. The equivalence tests on CUDA: tests/test_ops.py and tests/test_compile.py with
-   TRITON_INTERPRET=0, so Triton compiles for the GPU (the cases run as ``triton-cuda``).
-2. The side-by-side report (``bench.report``) on CUDA: seed loop, reference, triton.
-3. LIF forward + backward at T=32, B=64, N=65536: achieved GB/s against a measured
+1. The equivalence tests on CUDA with TRITON_INTERPRET=0, so Triton compiles for the GPU: every
+   test module that places tensors with conftest.backend_device (``gpu_test_files``: the LIF
+   family's tests/test_lif.py, the readout's, test_compile.py, ...), its Triton cases on CUDA.
+   (tests/test_gpu_compile.py, the offline compile check for machines without a GPU, is not one,
+   and skips itself on a machine with CUDA.)
+2. The LIF family on CUDA against the reference, with the exactness that
+   docs/kernel_contract.md (Floating-point contraction on the GPU) promises: for every neuron
+   variant, spikes identical bit for bit (float32 and bfloat16 inputs) and gradients within
+   1e-5 norm-relative; and the seed LIF's saved membrane u identical bit for bit to float32
+   arithmetic on the CPU in the reference's order (a forward contracted to FMA would differ in
+   the last bit of about one u in five).
+3. The side-by-side report (``bench.report``) on CUDA: seed loop, reference, triton.
+4. LIF forward + backward at T=32, B=64, N=65536: achieved GB/s against a measured
    device-to-device copy bandwidth.
-4. The seed-size training step eagerly and as a CUDA graph replay.
-It prints a short table last and writes bench/results/gpu_check-<date>.json.
+5. The seed-size training step eagerly and as a CUDA graph replay.
+It prints a short table last and writes bench/results/gpu_check-<date>.json; the exit status is
+non-zero when a test or a check of 2 fails.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ import os
 import subprocess
 import sys
 from datetime import date
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -30,10 +41,109 @@ from .common import RESULTS, alternate, machine
 from .workloads import ALPHA, WORKLOADS, _network, make_inputs
 
 
+def gpu_test_files() -> list[str]:
+    """The test modules that run the Triton backend on CUDA tensors when TRITON_INTERPRET=0: those that
+    place their tensors with conftest.backend_device (the LIF family's tests/test_lif.py among them). A
+    module that only runs on the CPU (tests/test_gpu_compile.py: compiling offline) is not one."""
+    root = Path(__file__).resolve().parent.parent
+    return sorted(str(p.relative_to(root)) for p in (root / "tests").glob("test_*.py")
+                  if "backend_device" in p.read_text())
+
+
 def run_tests() -> int:
     env = {**os.environ, "TRITON_INTERPRET": "0"}
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "tests/test_ops.py", "tests/test_compile.py"],
-                          env=env).returncode
+    files = gpu_test_files()
+    print("equivalence tests on CUDA:", " ".join(files))
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", *files], env=env,
+                          cwd=Path(__file__).resolve().parent.parent).returncode
+
+
+GRAD_RTOL = 1e-5  # norm-relative, float32: the tolerance of tests/test_lif.py
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+
+
+def lif_family(B: int = 16, T: int = 64, N: int = 100) -> dict:
+    """Every LIF-family neuron (bench.gpu_compile.neuron_variants: every option fastsnn.lif / alif
+    accepts) with backend="triton" on CUDA against lif_ref on the CPU: spikes compared bit for bit
+    (float32 and bfloat16 h; the kernels upcast 16-bit h exactly), gradients of h, alpha (and rho)
+    norm-relative in float32."""
+    from fastsnn.ops.lif.neuron import reference_options
+    from fastsnn.ops.lif.reference import lif_ref
+
+    from .gpu_compile import _short, neuron_variants
+
+    gen = torch.Generator().manual_seed(0)
+    h32 = torch.randn(B, T, N, generator=gen) * 0.8 + 0.3
+    alpha = torch.rand(N, generator=gen) * 0.5 + 0.5
+    rho = torch.rand(N, generator=gen) * 0.5 + 0.45
+    grad = torch.randn(B, T, N, generator=gen)
+    rows = []
+    for n in neuron_variants():
+        n = n._replace(adapt=1.0) if n.adaptive else n  # alif's default (neuron() leaves 0: no adaptation)
+        options = reference_options(n)
+        for dtype in (torch.float32, torch.bfloat16):
+            try:
+                row = _family_case(n, options, dtype, h32, alpha, rho, grad, lif_ref)
+            except Exception as e:  # e.g. a kernel that does not compile: report it, check the others
+                row = {"error": f"{type(e).__name__}: {str(e).splitlines()[-1] if str(e) else ''}"[:300]}
+            rows.append({"neuron": _short(n), "dtype": str(dtype).removeprefix("torch."), **row})
+    worst = max((r.get("grad_rel_err", 0.0) for r in rows), default=0.0)
+    errors = sum("error" in r for r in rows)
+    return {"shape": [B, T, N], "variants": len(rows), "errors": errors,
+            "spikes_differ": sum(r.get("spikes_differ", 0) for r in rows), "grad_rel_err_max": worst,
+            "ok": not errors and all(r["spikes_differ"] == 0 for r in rows) and worst < GRAD_RTOL, "rows": rows}
+
+
+def _family_case(n, options, dtype, h32, alpha, rho, grad, lif_ref) -> dict:
+    params = [alpha.cuda().requires_grad_()] + ([rho.cuda().requires_grad_()] if n.adaptive else [])
+    h = h32.to(dtype).cuda().requires_grad_()
+    if n.adaptive:
+        s = fastsnn.alif(h, *params, backend="triton", **options)
+    else:
+        s = fastsnn.lif(h, *params, backend="triton", **{k: v for k, v in options.items() if k != "adapt"})
+    ref_inputs = [h32.to(dtype).float().requires_grad_(), alpha.clone().requires_grad_()]
+    ref_inputs += [rho.clone().requires_grad_()] if n.adaptive else []
+    ref = lif_ref(*ref_inputs[:2], ref_inputs[2] if n.adaptive else None, **options)
+    row = {"spikes_differ": int((s.float().cpu() != ref).sum()), "spikes": ref.numel()}
+    if dtype == torch.float32 and ref.requires_grad:
+        got = torch.autograd.grad(s, [h, *params], grad.cuda())
+        expected = torch.autograd.grad(ref, ref_inputs, grad, allow_unused=True, materialize_grads=True)
+        row["grad_rel_err"] = max(_rel_err(g.cpu(), e) for g, e in zip(got, expected))
+    return row
+
+
+def membrane_probe(B: int = 64, T: int = 100, N: int = 1000) -> dict:
+    """The seed LIF's saved membrane u from the Triton forward on CUDA against u recomputed in float32
+    on the CPU in the reference's order (u_{t+1} = alpha v_t + h_t, v_{t+1} = u_{t+1} (1 - s_t), one
+    multiply and one add, with the reference's spikes): equal bit for bit unless the forward is
+    contracted to FMA."""
+    from fastsnn.kernels.lif import lif_fwd
+    from fastsnn.ops.lif.neuron import Neuron
+    from fastsnn.ops.lif.reference import lif_ref
+
+    gen = torch.Generator().manual_seed(1)
+    h = torch.randn(B, T, N, generator=gen) * 0.8 + 0.3
+    alpha = torch.rand(N, generator=gen) * 0.5 + 0.5
+    try:
+        s, u, _, _ = lif_fwd(h.cuda(), alpha.cuda(), None, Neuron(), True)
+    except Exception as e:  # a kernel that does not compile: report it
+        return {"shape": [B, T, N], "error": f"{type(e).__name__}: {str(e).splitlines()[-1] if str(e) else ''}",
+                "u_differ": None, "spikes_differ": None, "elements": B * T * N, "ok": False}
+    s_ref = lif_ref(h, alpha)
+    v = torch.zeros(B, N)
+    u_ref = [v]
+    for t in range(T - 1):
+        u_t = alpha * v + h[:, t]
+        v = u_t * (1 - s_ref[:, t])
+        u_ref.append(u_t)
+    u_ref = torch.stack(u_ref, 1)
+    differ = int((u.cpu() != u_ref).sum())
+    spikes_differ = int((s.cpu() != s_ref).sum())
+    return {"shape": [B, T, N], "u_differ": differ, "spikes_differ": spikes_differ, "elements": u_ref.numel(),
+            "ok": differ == 0 and spikes_differ == 0}
 
 
 def copy_bandwidth(nbytes: int = 2**30) -> float:
@@ -103,19 +213,27 @@ def main(argv=None) -> int:
         print("no CUDA device: nothing to check here (the CPU suite is `python -m pytest -q`)")
         return 1
     tests_rc = run_tests()
+    family = lif_family()
+    probe = membrane_probe()
     workloads = "seed,bigbatch" if args.quick else ",".join(WORKLOADS)
     rep = report.main(["--workloads", workloads, "--repeats", "9", "--device", "cuda"])
     bw = copy_bandwidth()
     lif = lif_bandwidth()
     graph = graph_step()
     seed_step = next(r for r in rep["rows"] if r["workload"] == "seed" and r["op"] == "train_step")["median_ms"]
-    out = {"machine": machine(), "tests_rc": tests_rc, "copy_GBps": bw, "lif": lif, "graph_step": graph,
-           "seed_step_ms": seed_step}
+    out = {"machine": machine(), "tests_rc": tests_rc, "lif_family": family, "membrane_probe": probe,
+           "copy_GBps": bw, "lif": lif, "graph_step": graph, "seed_step_ms": seed_step}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"gpu_check-{date.today().isoformat()}.json").write_text(json.dumps(out, indent=2) + "\n")
     seed_ms = seed_step.get("seed")
     print("\n| check | result |\n|---|---|")
     print(f"| equivalence tests on CUDA | {'passed' if tests_rc == 0 else f'FAILED (rc {tests_rc})'} |")
+    print(f"| LIF family on CUDA vs reference ({family['variants']} neuron x dtype) | "
+          f"{family['errors']} errors, {family['spikes_differ']} spikes differ (must be 0); gradients max rel err "
+          f"{family['grad_rel_err_max']:.1e} (< {GRAD_RTOL:g}): {'ok' if family['ok'] else 'FAILED'} |")
+    print(f"| seed LIF membrane u on CUDA vs float32 CPU, bit for bit | {probe['u_differ']} of {probe['elements']} "
+          f"differ, {probe['spikes_differ']} spikes (no FMA: both 0): {'ok' if probe['ok'] else 'FAILED'} "
+          f"{probe.get('error', '')}|")
     if seed_ms:
         print(f"| seed-size train step: seed loop / triton | {seed_ms:.2f} ms / {seed_step['triton']:.3f} ms "
               f"= {seed_ms / seed_step['triton']:.0f}x (goal 100x) |")
@@ -124,7 +242,7 @@ def main(argv=None) -> int:
     print(f"| LIF fwd+bwd T=32 B=64 N=65536 | {lif['fwd_bwd_ms']:.3f} ms, {lif['fwd_bwd_GBps']:.0f} GB/s = "
           f"{100 * lif['fwd_bwd_GBps'] / bw:.0f}% of copy ({bw:.0f} GB/s; goal 70%) |")
     print(f"| LIF forward only | {lif['fwd_ms']:.3f} ms, {lif['fwd_GBps']:.0f} GB/s |")
-    return tests_rc
+    return tests_rc or int(not (family["ok"] and probe["ok"]))
 
 
 if __name__ == "__main__":

@@ -251,9 +251,12 @@ def _kernels_cached(backend: str) -> bool:
         except AttributeError:  # a dispatcher without a disk cache
             return False
 
-    kernels = [k for m in (stimulus, spikes) for k in vars(m).values() if isinstance(k, Dispatcher)]
+    def disk_cached(k) -> bool:  # kernels, not the inlined helpers beside them (which have no disk cache)
+        return isinstance(k, Dispatcher) and hasattr(k._cache, "_cache_file")
+
+    kernels = [k for m in (stimulus, spikes) for k in vars(m).values() if disk_cached(k)]
     if backend != "cpu":
-        kernels = [k for k in vars(stimulus).values() if isinstance(k, Dispatcher)]
+        kernels = [k for k in vars(stimulus).values() if disk_cached(k)]
     else:
         kernels += [lif.lif_fwd_kernel(False, 0, False), lif.lif_bwd_kernel(False, 0, False)]
     return all(cached(k) for k in kernels)

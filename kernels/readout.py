@@ -123,6 +123,8 @@ def leaky_readout_fwd(h: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """h: (B, T, C) float32 | bfloat16 | float16, alpha: (C,) float32 -> u: (B, T, C) dtype of h."""
     B, T, C = h.shape
     u = torch.empty_like(h)
+    if B * T * C == 0:  # nothing to launch (and lane_tile needs B, C >= 1)
+        return u
     grid, block_b, block_c, num_warps = lane_tile(B, C)
     leaky_readout_fwd_kernel[grid](
         h, alpha, u, B, T, C, BLOCK_B=block_b, BLOCK_C=block_c, num_warps=num_warps, **FWD_OPTIONS,
@@ -134,8 +136,10 @@ def leaky_readout_bwd(grad_u: torch.Tensor, u: torch.Tensor | None, alpha: torch
     """grad_u: (B, T, C), u: (B, T, C) or None when not need_dalpha, alpha: (C,) float32 ->
     (dh, dalpha): dh (B, T, C) float32; dalpha (C,) float32 (summed over batch in a fixed order) or None."""
     B, T, C = grad_u.shape
-    grid, block_b, block_c, num_warps = lane_tile(B, C)
     dh = torch.empty(B, T, C, device=grad_u.device, dtype=torch.float32)
+    if B * T * C == 0:
+        return dh, (torch.zeros(C, device=grad_u.device) if need_dalpha else None)
+    grid, block_b, block_c, num_warps = lane_tile(B, C)
     dalpha = torch.empty(grid[0], C, device=grad_u.device, dtype=torch.float32) if need_dalpha else None
     leaky_readout_bwd_kernel[grid](
         grad_u, u, alpha, dh, dalpha, B, T, C,
@@ -148,6 +152,8 @@ def leaky_readout_sum_fwd(h: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """h: (B, T, C) float32 | bfloat16 | float16, alpha: (C,) float32 -> m = sum_t u_t: (B, C) float32."""
     B, T, C = h.shape
     m = torch.empty(B, C, device=h.device, dtype=torch.float32)
+    if B * T * C == 0:
+        return m.zero_()
     grid, block_b, block_c, num_warps = lane_tile(B, C)
     leaky_readout_sum_fwd_kernel[grid](
         h, alpha, m, B, T, C, BLOCK_B=block_b, BLOCK_C=block_c, num_warps=num_warps, **FWD_OPTIONS,
@@ -161,8 +167,10 @@ def leaky_readout_sum_bwd(
     """grad_m: (B, C) float32, h: (B, T, C) or None when not need_dalpha, alpha: (C,) float32 ->
     (dh, dalpha): dh (B, T, C) float32; dalpha (C,) float32 (summed over batch in a fixed order) or None."""
     B, C = grad_m.shape
-    grid, block_b, block_c, num_warps = lane_tile(B, C)
     dh = torch.empty(B, T, C, device=grad_m.device, dtype=torch.float32)
+    if B * T * C == 0:
+        return dh.zero_(), (torch.zeros(C, device=grad_m.device) if need_dalpha else None)
+    grid, block_b, block_c, num_warps = lane_tile(B, C)
     dalpha = torch.empty(grid[0], C, device=grad_m.device, dtype=torch.float32) if need_dalpha else None
     leaky_readout_sum_bwd_kernel[grid](
         grad_m, h, alpha, dh, dalpha, B, T, C,

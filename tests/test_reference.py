@@ -8,7 +8,7 @@ import torch
 from fastsnn.config import ModelConfig, StimulusConfig
 from fastsnn.model import IPDNetwork
 from fastsnn.nn import LIF, dale_signs
-from fastsnn.ops import lif_ref
+from fastsnn.ops.lif.reference import lif_ref
 
 
 class _Spike(torch.autograd.Function):

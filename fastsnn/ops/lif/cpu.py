@@ -336,6 +336,8 @@ def lif_fwd(h: torch.Tensor, alpha: torch.Tensor, rho: torch.Tensor | None, neur
     kernel(h_np, _vector(alpha, dtype), _vector(rho, dtype), scalar(neuron.threshold), scalar(neuron.adapt),
            neuron.fire_ge, save, _vector(weights, dtype), launch_block(B, N), np_view(s, dtype, 3),
            np_view(u, dtype, 3), np_view(s8, torch.uint8, 3), np_view(a, dtype, 3), np_view(total, dtype, 2))
+    if weights is not None and T == 0:  # the kernel reads empty weights as "none" and leaves total unwritten
+        total.zero_()
     return (s.to(h.dtype) if weights is None else total), u, s8, a
 
 

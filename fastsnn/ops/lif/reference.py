@@ -112,7 +112,7 @@ def lif_ref(
             out.append(s)
     if not out:
         return h.new_zeros(h.shape)
-    return torch.stack(out, dim=1)
+    return torch.stack(out, dim=1)[:, : h.shape[1]]  # delayed with T = 0: no s_0 either
 
 
 def lif_sum_ref(h: torch.Tensor, alpha: Decay, time_weights: torch.Tensor, rho: Decay | None = None,

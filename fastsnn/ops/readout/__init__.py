@@ -13,8 +13,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .._common import (as_reference_decay, check_h, decay_tensor, launchers, resolve_backend, state_dtype, upcast,
-                       zeros_if_none)
+from .._common import (as_reference_decay, check_h, connected, decay_tensor, launchers, resolve_backend, state_dtype,
+                       upcast, zeros_if_none)
 from .reference import leaky_readout_ref, leaky_readout_sum_ref
 
 __all__ = ["leaky_readout", "leaky_readout_sum", "readout_time_weights", "LeakyReadoutFunction",
@@ -145,7 +145,7 @@ def leaky_readout(h: Tensor, alpha, *, backend: str = "auto") -> Tensor:
     """Leaky integrator: h (B, T, C) -> membrane u (B, T, C), ``u_0 = 0``, ``u_{t+1} = alpha u_t + h_t``."""
     alpha_t, backend = _arguments(h, alpha, backend)
     if backend == "reference":
-        return leaky_readout_ref(upcast(h), as_reference_decay(alpha)).to(h.dtype)
+        return connected(leaky_readout_ref(upcast(h), as_reference_decay(alpha)).to(h.dtype), h, alpha)
     op = leaky_readout_op if torch.compiler.is_compiling() else LeakyReadoutFunction.apply
     return op(h.contiguous(), alpha_t, backend)
 
@@ -157,6 +157,6 @@ def leaky_readout_sum(h: Tensor, alpha, *, backend: str = "auto") -> Tensor:
     """
     alpha_t, backend = _arguments(h, alpha, backend)
     if backend == "reference":
-        return leaky_readout_sum_ref(upcast(h), as_reference_decay(alpha)).to(h.dtype)
+        return connected(leaky_readout_sum_ref(upcast(h), as_reference_decay(alpha)).to(h.dtype), h, alpha)
     op = leaky_readout_sum_op if torch.compiler.is_compiling() else LeakyReadoutSumFunction.apply
     return op(h.contiguous(), alpha_t, backend).to(h.dtype)

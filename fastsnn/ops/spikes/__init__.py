@@ -1,11 +1,19 @@
-"""Projection of 0/1 spikes, ``h = x @ w``, that keeps x as bits for the backward.
+"""Projection of 0/1 spikes, ``h = x @ w``: by events where spikes are sparse, x kept as bits for the backward.
 
-The weight gradient needs the input (``dw = x^T dh``); autograd over ``x @ w`` keeps it as
-floats, 32 bits per spike. For spike inputs (the Poisson fibres, the LIF output) one bit
-holds the same information. ``pack_spikes`` / ``unpack_spikes`` are custom ops (a numba
-kernel on the CPU, torch ops elsewhere) so that ``torch.compile`` traces them; eagerly
-their implementations are called directly, as in :mod:`fastsnn.ops.lif`. Eight
-consecutive rows share a byte per column, so packing runs along contiguous memory.
+A projection of spikes needs no multiplication, only the rows of w for the inputs that fired:
+``h[r] = sum_{i: x[r,i]=1} w[i]``, and for the weight gradient ``dw[i] = sum_{r: x[r,i]=1} dh[r]``,
+work spikes x width instead of rows x inputs x width. The forward packs x into bits (one pass
+over x, which also counts the spikes and checks that x is 0/1), then runs the event-driven
+kernels or the dense GEMM, whichever :func:`event_pays` says is faster on the CPU at the counted
+density; the backward decides the same for the weight gradient from the same count. On CUDA the
+Triton bit-tile kernels run (``path="auto"``) without reading the count, which would stall the
+stream; no GPU crossover has been measured. The input gradient ``dh @ w^T`` is dense (dh is not
+spikes).
+
+Bits: eight consecutive rows share a byte per column (``bits[g, k]`` bit j is ``x[8g + j, k]``),
+1/32 of x's float32 bytes. ``pack_spikes`` / ``unpack_spikes``, ``spike_project`` and
+``spike_weight_grad`` are custom ops so that ``torch.compile`` traces them; eagerly their
+implementations are called directly, as in :mod:`fastsnn.ops.lif`.
 """
 
 from __future__ import annotations
@@ -13,8 +21,37 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._common import FLOAT_DTYPES, launchers, resolve_backend
+
+__all__ = ["spike_matmul", "event_pays", "pack_spikes", "unpack_spikes", "SpikeMatmul", "PATHS"]
+
+PATHS = ("auto", "event", "dense")
 _SHIFTS = (1, 2, 4, 8, 16, 32, 64, 128)
 
+# Densities (spikes / entries of x) up to which the event-driven kernels beat the dense GEMM on the CPU,
+# by output width N. Measured by bench/spike_crossover.py (bench/results/spike-crossover-amd-epyc.{json,png}:
+# an AMD EPYC (Zen 4), 1 thread, shared), crossovers of the median curves:
+#   seed (M = 6400, K = 200, N = 30):         forward none (events faster up to density 1), weight grad 0.74
+#   bigbatch (M = 102400, K = 200, N = 30):   forward none, weight grad 0.88
+#   seed128 (M = 6400, K = 200, N = 128):     forward 0.81 (0.47 by CPU time: the curve is noisy there), 0.64
+#   wide (M = 6400, K = 2000, N = 1000):      forward 0.38, weight grad 0.45
+# rounded down; N <= 32 holds the output row in two vector registers, the GEMM is narrowest there.
+CPU_CROSSOVER = {  # op: ((largest N, largest density), ...), the first entry whose N fits
+    "forward": ((32, 1.0), (128, 0.45), (None, 0.35)),
+    "weight_grad": ((32, 0.7), (128, 0.6), (None, 0.45)),
+}
+
+
+def event_pays(op: str, density: float, n: int) -> bool:
+    """Whether on the CPU the event-driven path is the faster one for ``op`` ("forward" or
+    "weight_grad") at ``density`` with output width ``n`` (``CPU_CROSSOVER``)."""
+    for max_n, max_density in CPU_CROSSOVER[op]:
+        if max_n is None or n <= max_n:
+            return density <= max_density
+    return False
+
+
+# --- bits ----------------------------------------------------------------------------------------------
 
 def _pack_spikes(x: Tensor) -> Tensor:
     """x (M, K), 0/1 (anything nonzero counts as 1) -> (ceil(M / 8), K) uint8; bit j of [g, k] is x[8g + j, k]."""
@@ -65,47 +102,129 @@ def _(bits, m, dtype):
     return bits.new_empty((m, bits.shape[1]), dtype=dtype)
 
 
+# --- the projection and its weight gradient ----------------------------------------------------------------
+
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _spike_project(x: Tensor, w: Tensor, backend: str, path: str) -> tuple[Tensor, Tensor, Tensor]:
+    """x (M, K), w (K, N) -> (h = x @ w (M, N), bits of x (ceil(M/8), K) uint8, spikes: () int64, the
+    number of nonzero entries of x; -1 where x holds values other than 0/1, on the CPU)."""
+    m, n = x.shape[0], w.shape[1]
+    if backend == "triton":
+        kernels = launchers("triton", "spikes")
+        bits, spikes = kernels.pack_count(x)
+        h = kernels.event_matmul(bits, w.to(_work_dtype(w.dtype)), m) if path != "dense" else x @ w
+        return h.to(w.dtype), bits, spikes
+    from .cpu import event_matmul_cpu, pack_count_cpu
+
+    bits, counts = pack_count_cpu(x)
+    nonzero, other = counts.sum(0).tolist()
+    if other and path == "event":
+        raise ValueError("spike_matmul(path='event') needs x of 0/1 spikes; x holds other values (or NaN)")
+    density = nonzero / max(1, x.numel())
+    if not other and (path == "event" or (path == "auto" and event_pays("forward", density, n))):
+        h = event_matmul_cpu(bits, counts[:, 0].contiguous(), w.to(_work_dtype(w.dtype)), m).to(w.dtype)
+    else:
+        h = x @ w
+    return h, bits, torch.tensor(-1 if other else nonzero)
+
+
+spike_project = torch.library.custom_op("fastsnn::spike_project", _spike_project, mutates_args=())
+
+
+@spike_project.register_fake
+def _(x, w, backend, path):
+    bits = x.new_empty((-(-x.shape[0] // 8), x.shape[1]), dtype=torch.uint8)
+    return x.new_empty((x.shape[0], w.shape[1]), dtype=w.dtype), bits, x.new_empty((), dtype=torch.int64)
+
+
+def _spike_weight_grad(bits: Tensor, grad: Tensor, spikes: Tensor, backend: str, path: str) -> Tensor:
+    """grad (M, N), bits of x (M, K), spikes as :func:`_spike_project` counted them -> x^T grad (K, N)."""
+    m, k = grad.shape[0], bits.shape[1]
+    work = grad.to(_work_dtype(grad.dtype)).contiguous()
+    if backend == "triton":
+        if path == "dense":
+            return (_unpack_spikes(bits, m, work.dtype).t() @ work).to(grad.dtype)
+        return launchers("triton", "spikes").event_weight_grad(bits, work).to(grad.dtype)
+    from .cpu import event_weight_grad_cpu, spike_weight_grad_cpu
+
+    count = int(spikes)
+    density = count / max(1, m * k)
+    if path == "event" or (path == "auto" and count >= 0 and event_pays("weight_grad", density, grad.shape[1])):
+        return event_weight_grad_cpu(bits, work).to(grad.dtype)
+    return spike_weight_grad_cpu(bits, work).t().to(grad.dtype)
+
+
+spike_weight_grad = torch.library.custom_op("fastsnn::spike_weight_grad", _spike_weight_grad, mutates_args=())
+
+
+@spike_weight_grad.register_fake
+def _(bits, grad, spikes, backend, path):
+    return grad.new_empty((bits.shape[1], grad.shape[1]))
+
+
 class SpikeMatmul(torch.autograd.Function):
+    """x (..., K) spikes @ w (K, N); saves x as bits, w and the spike count."""
+
     @staticmethod
-    def forward(ctx, x: Tensor, w: Tensor) -> Tensor:
+    def forward(ctx, x: Tensor, w: Tensor, backend: str, path: str) -> Tensor:
         rows = x.detach().reshape(-1, x.shape[-1])
-        pack = pack_spikes if torch.compiler.is_compiling() else _pack_spikes
-        ctx.save_for_backward(pack(rows), w)
-        ctx.rows, ctx.x_dtype = rows.shape[0], x.dtype
-        return x @ w
+        project = spike_project if torch.compiler.is_compiling() else _spike_project
+        h, bits, spikes = project(rows, w.detach(), backend, path)
+        ctx.save_for_backward(bits, w, spikes)
+        ctx.args = (backend, path, x.dtype)
+        return h.reshape(*x.shape[:-1], w.shape[1])
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        bits, w = ctx.saved_tensors
+        bits, w, spikes = ctx.saved_tensors
+        backend, path, x_dtype = ctx.args
         dx = dw = None
         if ctx.needs_input_grad[0]:
-            dx = (grad @ w.t()).to(ctx.x_dtype)
+            dx = (grad @ w.t()).to(x_dtype)
         if ctx.needs_input_grad[1]:
-            dw = _weight_grad(bits, grad.reshape(-1, grad.shape[-1]), ctx.rows).t().to(w.dtype)
-        return dx, dw
+            weight_grad = spike_weight_grad if torch.compiler.is_compiling() else _spike_weight_grad
+            dw = weight_grad(bits, grad.reshape(-1, grad.shape[-1]), spikes, backend, path).to(w.dtype)
+        return dx, dw, None, None
 
 
-def _weight_grad(bits: Tensor, grad: Tensor, rows: int) -> Tensor:
-    """grad (M, N), bits of x (M, K) -> grad^T x (N, K).
+def _check(x, w, path: str) -> None:
+    for name, t in (("x", x), ("w", w)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{name} must be float32, float64, bfloat16 or float16, got {t.dtype}")
+    if w.ndim != 2:
+        raise ValueError(f"w must have shape (K, N) (2 dims), got shape {tuple(w.shape)}")
+    if x.ndim < 1 or x.shape[-1] != w.shape[0]:
+        raise ValueError(f"x must have shape (..., K) with K = w.shape[0] = {w.shape[0]}, got shape {tuple(x.shape)}")
+    if x.dtype != w.dtype:
+        raise TypeError(f"x and w must have one dtype, got {x.dtype} and {w.dtype}")
+    if x.device != w.device:
+        raise ValueError(f"x is on {x.device} but w is on {w.device}; put both on one device")
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {', '.join(map(repr, PATHS))}, got {path!r}")
 
-    (dh^T x)^T, not x^T dh: BLAS runs the long reduction over rows about twice as fast with
-    the narrow dh transposed (measured at seed size: 0.54 ms against 1.05 ms).
+
+def spike_matmul(x: Tensor, w: Tensor, *, backend: str = "auto", path: str = "auto") -> Tensor:
+    """x (..., K) 0/1 spikes @ w (K, N) -> (..., N), by events where that is faster, saving x as bits.
+
+    ``path``: ``"auto"`` (on the CPU events up to the measured crossover density, :func:`event_pays`;
+    on the Triton backend events), ``"event"`` or ``"dense"``. ``backend``: ``"auto"``, ``"cpu"``, ``"triton"`` (the bit kernels of
+    ``fastsnn/kernels/spikes.py``) or ``"reference"`` (plain ``x @ w`` under autograd). Results equal
+    ``x @ w`` up to the order of float summation. x should hold 0/1: on the CPU other values (NaN
+    included) are detected by the packing pass and take the dense path, whose forward is exact for any x
+    (``path="event"`` then raises); the weight gradient counts a nonzero entry as 1. The Triton path
+    does not check x (that would stall the stream) and counts a nonzero entry as 1 in the forward too.
+    The gradient for x is ``grad @ w^T``.
     """
-    if torch.compiler.is_compiling():
-        return grad.t() @ unpack_spikes(bits, rows, grad.dtype)
-    if bits.device.type == "cpu" and grad.dtype in (torch.float32, torch.float64):
-        from .cpu import spike_weight_grad_cpu
-
-        return spike_weight_grad_cpu(bits, grad.contiguous())
-    return grad.t() @ _unpack_spikes(bits, rows, grad.dtype)
-
-
-def spike_matmul(x: Tensor, w: Tensor) -> Tensor:
-    """x (..., K) 0/1 spikes @ w (K, N) -> (..., N), saving x as bits (1/32 of its float32 bytes).
-
-    The gradient for x is exact whatever x holds; the gradient for w assumes x is 0/1 (a
-    nonzero entry counts as 1). Without a gradient for w there is nothing to keep: a plain matmul.
-    """
-    if not (torch.is_grad_enabled() and w.requires_grad):
+    _check(x, w, path)
+    backend = resolve_backend(backend, x.device)
+    if backend == "reference":
         return x @ w
-    return SpikeMatmul.apply(x, w)
+    if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad):
+        return SpikeMatmul.apply(x, w, backend, path)
+    rows = x.reshape(-1, x.shape[-1])
+    return _spike_project(rows, w, backend, path)[0].reshape(*x.shape[:-1], w.shape[1])

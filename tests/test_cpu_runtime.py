@@ -1,0 +1,121 @@
+"""The numba runtime under the CPU kernels (``fastsnn.cpu``): thread counts, the vectorised exp of the LIF
+backward, and the floating-point mode (subnormals flushed in backward kernels only)."""
+
+import platform
+import subprocess
+import sys
+
+import numba
+import numpy as np
+import pytest
+import torch
+
+from fastsnn.cpu import flush_subnormals, restore_subnormals
+from fastsnn.ops.lif.cpu import exp_nonpositive, lif_bwd, lif_fwd
+from fastsnn.ops.lif.neuron import Neuron
+from fastsnn.ops.lif.reference import lif_ref
+from fastsnn.ops.readout.cpu import leaky_readout_bwd, leaky_readout_fwd
+
+BETA = 5.0
+SEED_NEURON = Neuron(beta=BETA)
+
+
+ALIF_NEURON = Neuron(same_step=True, reset=2, adaptive=True, surrogate=1, adapt=0.5)  # same_step, subtract_next, atan
+
+
+@pytest.mark.parametrize("neuron", [SEED_NEURON, ALIF_NEURON], ids=["lif", "alif-same_step-subtract_next-atan"])
+def test_threads_follow_torch(neuron):
+    gen = torch.Generator().manual_seed(0)
+    h, g = torch.randn(64, 63, 257, generator=gen) * 0.8 + 0.3, torch.randn(64, 63, 257, generator=gen)
+    a, rho = torch.rand(257, generator=gen), torch.rand(257, generator=gen) if neuron.adaptive else None
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):  # 2 even where the suite runs on 1 (conftest.py): lanes then run concurrently
+            torch.set_num_threads(threads)
+            s, u, s8, a_saved = lif_fwd(h, a, rho, neuron, True)
+            assert numba.get_num_threads() == min(threads, numba.config.NUMBA_NUM_THREADS)
+            results.append((s, *lif_bwd(g, u, s8, a_saved, a, rho, neuron, True, neuron.adaptive),
+                            *leaky_readout_bwd(g, leaky_readout_fwd(h, a), a, True)))
+    finally:
+        torch.set_num_threads(before)
+    for x, y in zip(*results):
+        assert x is None and y is None or torch.equal(x, y), "results depend on the thread count"
+
+
+def test_first_kernel_call_keeps_torchs_thread_count():
+    # numba's OpenMP start-up resets the thread count torch shares; a fresh process shows it
+    code = ("import torch; torch.set_num_threads(1); import fastsnn; "
+            "fastsnn.lif(torch.randn(2, 5, 3), 0.8, backend='cpu'); print(torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"
+
+
+@numba.njit
+def _exp(x, out, bits):
+    exp_nonpositive(x, out, bits)
+
+
+def test_vectorised_exp_is_accurate_to_two_ulp():
+    """The LIF backward's float32 exp (a polynomial, so that its loop vectorises) against float64 exp."""
+    x = -np.concatenate([np.linspace(0, 87, 200_001), np.random.default_rng(0).exponential(3, 10_001)])
+    x = np.maximum(x, -87).astype(np.float32)
+    out = np.empty_like(x)
+    _exp(x, out, np.empty(x.shape, np.int32))
+    exact = np.exp(x.astype(np.float64))
+    assert np.all(np.abs(out - exact) <= 2 * np.spacing(exact.astype(np.float32)))
+    # below -87 float32 exp turns subnormal: exactly 0 instead, never a subnormal
+    tail = np.array([-87.01, -90, -103, -200, -np.inf], np.float32)
+    _exp(tail, out[:5], np.empty(5, np.int32))
+    np.testing.assert_array_equal(out[:5], 0)
+    out64 = np.empty(5)
+    _exp(np.linspace(-5, 0, 5), out64, np.empty(5, np.int32))  # float64 keeps np.exp
+    np.testing.assert_array_equal(out64, np.exp(np.linspace(-5, 0, 5)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vectorised_exp_keeps_nan(dtype):
+    """exp(NaN) is NaN, as np.exp's (a NaN membrane then gives a NaN surrogate gradient, as in the reference);
+    the float32 polynomial used to return 0 for it."""
+    x = np.array([-1.0, np.nan, -90.0, np.nan, 0.0, -np.inf, -0.5, np.nan, -3.0], dtype)
+    out = np.empty_like(x)
+    _exp(x, out, np.empty(x.shape, np.int32))
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(x))
+    inside = x >= -87  # below, float32 returns 0 (tested above)
+    np.testing.assert_allclose(out[inside], np.exp(x[inside].astype(np.float64)), rtol=1e-6, atol=0)
+
+
+def test_backward_flushes_subnormals_and_restores_the_fp_mode():
+    """Backward kernels flush subnormals (they cost 20-100x per operation on x86) and then
+    restore the thread's floating-point mode, so code running afterwards keeps them."""
+
+    @numba.njit
+    def halve(x, flush):  # arrays, as in the kernels: the arithmetic follows loads after the flush
+        state = flush_subnormals() if flush else np.uint32(0)
+        y = x * np.float32(0.5)
+        if flush:
+            restore_subnormals(state)
+        return y
+
+    sub = np.full(4, 2e-38, np.float32)  # halving it gives a subnormal
+    assert np.all(halve(sub, False) > 0)
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    np.testing.assert_array_equal(halve(sub, True), 0 if x86 else sub / 2)
+    assert np.all(halve(sub, False) > 0) and np.all(sub * np.float32(0.5) > 0)  # mode restored
+    h = torch.randn(3, 20, 5, generator=torch.Generator().manual_seed(0))
+    alpha = torch.full((5,), 0.8)
+    for neuron in (SEED_NEURON, Neuron(same_step=True, reset=1, adaptive=True, adapt=1.0)):
+        rho = alpha if neuron.adaptive else None
+        s, u, s8, a = lif_fwd(h, alpha, rho, neuron, True)
+        lif_bwd(torch.randn_like(h), u, s8, a, alpha, rho, neuron, False, False)
+        assert np.float32(2e-38) * np.float32(0.5) > 0
+
+
+@pytest.mark.parametrize("same_step", [False, True], ids=["delayed", "same_step"])
+def test_forward_keeps_subnormal_membranes(same_step):
+    """A subnormal membrane above a threshold of 0 spikes, as in the reference (no flush in forwards)."""
+    h = torch.zeros(1, 4, 2)
+    h[0, 0] = torch.tensor([1e-39, -1e-39])
+    s, _, _, _ = lif_fwd(h, torch.full((2,), 0.5), None, Neuron(same_step=same_step, threshold=0.0, beta=BETA), True)
+    expected = lif_ref(h, 0.5, threshold=0.0, beta=BETA, spike="same_step" if same_step else "delayed")
+    assert torch.equal(s, expected) and s[0, 0 if same_step else 2, 0] == 1 and not s[0, :, 1].any()
