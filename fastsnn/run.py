@@ -55,9 +55,11 @@ def generator(seed: int, stream: str) -> torch.Generator:
 
 
 def dataset(config: RunConfig, which: str, seed: int, device: torch.device | str = "cpu") -> IPDDataset:
-    """The ``which`` set ("train", "valid" or "test") of a run with ``seed``, drawn from its own stream."""
+    """The ``which`` set ("train", "valid" or "test") of a run with ``seed``, drawn from its own stream
+    (a fixed phase included), with its phase jitter."""
     samples = getattr(config.train, f"{which}_samples")
-    return IPDDataset.random(samples, config.stimulus, generator(seed, f"{which}_set"), device)
+    return IPDDataset.random(samples, config.stimulus, generator(seed, f"{which}_set"), device,
+                             config.stimulus.jitter(which))
 
 
 def resolve_device(device: str) -> torch.device:
@@ -240,7 +242,10 @@ def _kernels_cached(backend: str) -> bool:
     (False on a first run, where compiling them takes ~30 s)."""
     from numba.core.dispatcher import Dispatcher
 
-    from .cpu import lif, spikes, stimulus
+    from .cpu import stimulus
+    from .ops.lif import cpu as lif
+    from .ops.lif.neuron import ZERO
+    from .ops.spikes import cpu as spikes
 
     def cached(kernel: Dispatcher) -> bool:
         try:  # numba's index of compiled signatures; empty when absent or stale
@@ -248,8 +253,10 @@ def _kernels_cached(backend: str) -> bool:
         except AttributeError:  # a dispatcher without a disk cache
             return False
 
-    modules = (stimulus, lif, spikes) if backend == "cpu" else (stimulus,)
-    return all(any(cached(k) for k in vars(m).values() if isinstance(k, Dispatcher)) for m in modules)
+    kernels = [stimulus.poisson_spikes_kernel]
+    if backend == "cpu":  # the LIF kernels are built per variant: the seed's stands for them
+        kernels += [lif.lif_fwd_kernel(False, ZERO, False), lif.lif_bwd_kernel(False, ZERO, False), spikes.pack_kernel]
+    return all(cached(k) for k in kernels)
 
 
 def train_run(config: RunConfig, out: Path | None = None, progress: bool = True, overwrite: bool = False,
@@ -284,8 +291,8 @@ def train_run(config: RunConfig, out: Path | None = None, progress: bool = True,
             return before + time.perf_counter() - start
 
         model = build_model(config, device)
-        train_set, valid_set, test_set = (dataset(config, which, tc.seed, device)
-                                          for which in ("train", "valid", "test"))
+        train_set, valid_set, test_set = (dataset(config, which, tc.seed, device) if which != "valid" or tc.validation
+                                          else None for which in ("train", "valid", "test"))
         backend = resolve_backend(config.model.backend, device)
         if progress and device.type == "cpu" and not _kernels_cached(backend):
             print("compiling CPU kernels (first run only, ~30 s)", file=sys.stderr, flush=True)
@@ -296,7 +303,7 @@ def train_run(config: RunConfig, out: Path | None = None, progress: bool = True,
         on_test = evaluate(model, test_set, tc.batch_size, generator(tc.seed, "eval_test"))
         metrics = {
             **on_test.summary("test"), **on_train.summary("train"),
-            "epochs": result.epochs_run, "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+            "epochs": result.epochs_run, "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss if tc.validation else None,
             "stopped_early": result.stopped_early, "restored_best": result.restored_best,
             "train_seconds": train_seconds, "wall_seconds": elapsed(),
             "device": str(device), "backend": backend, "threads": torch.get_num_threads(),
