@@ -134,10 +134,10 @@ class ModelConfig:
     readout: str = "sum"
     spike_dropout: float = 0.0
     segments: int = 0
-    rise_ms_min: float = 1.0
-    rise_ms_max: float = 5.0
-    decay_ms_min: float = 7.5
-    decay_ms_max: float = 25.0
+    rise_ms_min: float = 0.5
+    rise_ms_max: float = 2.0
+    decay_ms_min: float = 3.0
+    decay_ms_max: float = 8.0
 
     def __post_init__(self):
         _count("hidden", self.hidden)
