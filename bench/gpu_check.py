@@ -2,8 +2,9 @@
 
     python -m bench.gpu_check [--quick]
 
-1. The equivalence tests on CUDA: tests/test_ops.py and tests/test_compile.py with
-   TRITON_INTERPRET=0, so Triton compiles for the GPU (the cases run as ``triton-cuda``).
+1. The equivalence tests on CUDA: tests/test_ops.py, tests/test_compile.py and the filter-and-fire
+   dendrites on the Triton readout (tests/test_variants.py) with TRITON_INTERPRET=0, so Triton compiles
+   for the GPU (the cases run as ``triton-cuda``).
 2. The side-by-side report (``bench.report``) on CUDA: seed loop, reference, triton.
 3. LIF forward + backward at T=32, B=64, N=65536: achieved GB/s against a measured
    device-to-device copy bandwidth.
@@ -32,7 +33,8 @@ from .workloads import ALPHA, WORKLOADS, _network, make_inputs
 
 def run_tests() -> int:
     env = {**os.environ, "TRITON_INTERPRET": "0"}
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "tests/test_ops.py", "tests/test_compile.py"],
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "tests/test_ops.py", "tests/test_compile.py",
+                           "tests/test_variants.py::test_dendritic_filter_equals_an_explicit_causal_convolution"],
                           env=env).returncode
 
 

@@ -133,9 +133,10 @@ def table(rows: list[dict], protocols: list[str], variants: list[str], seeds: li
     """The markdown tables, one per protocol, from the finished rows."""
     threads = sorted({row["threads"] for row in rows}) or ["?"]
     lines = [f"# fastsnn variants on {cpu}", "",
-             f"Each run a fresh `python -m fastsnn train ... --seed S` process ({', '.join(threads)} torch thread(s) "
-             f"per run); mean ± std over seeds {', '.join(map(str, seeds))} (sample std); wall time per run from "
-             f"process start to exit (data, training, evaluation, figures). Made by `python -m bench.variants`.", ""]
+             f"Each run a fresh `python -m fastsnn train` process: the command shown plus `--seed S --threads "
+             f"{'/'.join(threads)} --quiet --out runs/variants/...`; mean ± std over seeds {', '.join(map(str, seeds))} "
+             f"(sample std); wall time per run from process start to exit (data, training, evaluation, figures). "
+             f"Made by `python -m bench.variants`; rows in `{Path(__file__).parent.name}/results/`.", ""]
     repeats = plan(protocols, variants)
     for protocol in protocols:
         lines += [f"## {PROTOCOL_NAMES[protocol]}", "",
