@@ -8,16 +8,32 @@ import json
 import sys
 from dataclasses import replace
 
-from .config import (BACKENDS, DEVICES, NEURONS, RESETS, SPIKES, SURROGATES, ModelConfig, RunConfig, StimulusConfig,
-                     TrainConfig)
+from .config import (BACKENDS, DEVICES, NEURONS, PHASE_OFFSETS, READOUTS, RESETS, SPIKES, SURROGATES, ModelConfig,
+                     RunConfig, StimulusConfig, TrainConfig)
+
+
+def _range(text: str) -> tuple[float, float]:
+    """``"a,b"`` -> (a, b), for the --*-ms-range flags."""
+    parts = text.split(",")
+    try:
+        low, high = (float(part) for part in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two numbers MIN,MAX (e.g. 1,5), got {text!r}") from None
+    return low, high
 
 
 def _train_flags(p: argparse.ArgumentParser) -> None:
     s, m, t = StimulusConfig(), ModelConfig(), TrainConfig()
     g = p.add_argument_group("stimulus")
     g.add_argument("--anf-per-ear", type=int, default=s.anf_per_ear, help="auditory-nerve fibres per ear")
-    g.add_argument("--phase-offset", choices=("per_pass", "per_batch"), default=s.phase_offset,
-                   help="one random phase offset per pass over a set (the seed) or per batch")
+    g.add_argument("--phase-offset", choices=PHASE_OFFSETS, default=s.phase_offset,
+                   help="one random phase offset per pass over a set (the seed), per batch, or fixed: drawn once per "
+                        "set, so that every epoch trains on the same spikes")
+    g.add_argument("--phase-jitter", type=float, default=s.phase_jitter, metavar="SIGMA",
+                   help="std (radians) of Gaussian noise on each fibre's phase delay, redrawn with each phase offset, "
+                        "in the training and validation sets")
+    g.add_argument("--test-phase-jitter", type=float, default=None, metavar="SIGMA",
+                   help="the test set's phase jitter (default: --phase-jitter)")
     g = p.add_argument_group("model")
     g.add_argument("--hidden", type=int, default=m.hidden, help="LIF hidden units")
     g.add_argument("--tau-ms", type=float, default=m.tau_ms, help="membrane time constant (ms)")
@@ -40,6 +56,18 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
                    help="inhibitory rows first (the seed) or a random subset")
     g.add_argument("--backend", choices=BACKENDS, default=m.backend,
                    help="time-loop implementation (auto: triton on CUDA, cpu kernels otherwise)")
+    g.add_argument("--readout", choices=READOUTS, default=m.readout,
+                   help="class score: the readout membrane's sum over time (the seed), mean or max over time, or "
+                        "spiking: an output layer of the hidden neuron scored by spike count (training and evaluation)")
+    g.add_argument("--spike-dropout", type=float, default=m.spike_dropout, metavar="P",
+                   help="during training, drop each hidden spike with probability P (kept ones scaled by 1/(1-P))")
+    g.add_argument("--segments", type=int, default=m.segments, metavar="M",
+                   help="filter-and-fire: M dendritic segments per hidden unit, each with its own weights and "
+                        "double-exponential filter (0: none, the seed)")
+    g.add_argument("--rise-ms-range", type=_range, default=(m.rise_ms_min, m.rise_ms_max), metavar="MIN,MAX",
+                   help="filter-and-fire: range of the segments' rise times (ms), drawn uniformly")
+    g.add_argument("--decay-ms-range", type=_range, default=(m.decay_ms_min, m.decay_ms_max), metavar="MIN,MAX",
+                   help="filter-and-fire: range of the segments' decay times (ms), drawn uniformly above 1.5 x rise")
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, default=t.epochs, help="maximum epochs (early stopping may end sooner)")
     g.add_argument("--lr", type=float, default=t.lr, help="Adam learning rate")
@@ -49,6 +77,14 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--test-batches", type=int, default=t.test_samples // t.batch_size, help="test set size in batches")
     g.add_argument("--keep-final", action="store_true",
                    help="keep the final weights instead of the best validation epoch's (the seed's behaviour)")
+    g.add_argument("--no-validation", action="store_true",
+                   help="no validation set and no early stopping: train --epochs epochs, keep the final weights")
+    g.add_argument("--loss-scale", type=float, default=None,
+                   help="logits = scale x scores (default: 0.01 for the sum readout, the seed's; 1 for the others)")
+    g.add_argument("--rate-target-hz", type=float, default=t.rate_target_hz,
+                   help="firing-rate regulariser: hidden rates above this (Hz) are penalised")
+    g.add_argument("--rate-weight", type=float, default=t.rate_weight,
+                   help="firing-rate regulariser: weight of mean_n max(0, rate_n - target)^2 (Hz^-2; 0: off)")
     g.add_argument("--seed", type=int, default=t.seed, help="seed of every random stream of the run")
     g.add_argument("--device", choices=DEVICES, default=t.device)
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -70,12 +106,16 @@ def _report_flags(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """Build a validated :class:`RunConfig` from parsed ``train`` flags (raises ValueError)."""
-    stimulus = StimulusConfig(anf_per_ear=args.anf_per_ear, phase_offset=args.phase_offset)
+    stimulus = StimulusConfig(anf_per_ear=args.anf_per_ear, phase_offset=args.phase_offset,
+                              phase_jitter=args.phase_jitter, test_phase_jitter=args.test_phase_jitter)
     model = ModelConfig(hidden=args.hidden, tau_ms=args.tau_ms, readout_tau_ms=args.readout_tau_ms,
                         learn_tau=args.learn_tau, detach_reset=args.detach_reset, neuron=args.neuron,
                         spike=args.spike, reset=args.reset, surrogate=args.surrogate,
                         tau_adapt_ms=args.tau_adapt_ms, adapt=args.adapt, dales_law=args.dales_law,
-                        ie_ratio=args.ie_ratio, dale_mask=args.dale_mask, backend=args.backend)
+                        ie_ratio=args.ie_ratio, dale_mask=args.dale_mask, backend=args.backend,
+                        readout=args.readout, spike_dropout=args.spike_dropout, segments=args.segments,
+                        rise_ms_min=args.rise_ms_range[0], rise_ms_max=args.rise_ms_range[1],
+                        decay_ms_min=args.decay_ms_range[0], decay_ms_max=args.decay_ms_range[1])
     for name in ("train_batches", "test_batches"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -85,7 +125,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                     train_samples=args.train_batches * args.batch_size,
                     valid_samples=args.train_batches * args.batch_size,
                     test_samples=args.test_batches * args.batch_size, restore_best=not args.keep_final,
-                    seed=args.seed, device=args.device, threads=args.threads)
+                    seed=args.seed, device=args.device, threads=args.threads, validation=not args.no_validation,
+                    loss_scale=args.loss_scale, rate_target_hz=args.rate_target_hz, rate_weight=args.rate_weight)
     return RunConfig(stimulus, model, train)
 
 

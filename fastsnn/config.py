@@ -16,6 +16,9 @@ from .ops.lif.neuron import RESETS, SPIKES, SURROGATES
 BACKENDS = ("auto", "reference", "cpu", "triton")
 DEVICES = ("auto", "cpu", "cuda")
 NEURONS = ("lif", "alif")
+READOUTS = ("sum", "mean", "max", "spiking")
+LOSS_SCALES = {"sum": 0.01, "mean": 1.0, "max": 1.0, "spiking": 1.0}  # loss_scale=None, per readout
+PHASE_OFFSETS = ("per_pass", "per_batch", "fixed")
 
 
 def _require(ok: bool, name: str, expected: str, value: Any) -> None:
@@ -33,6 +36,11 @@ def _count(name: str, value: int, minimum: int = 1) -> None:
              name, f"an integer >= {minimum}", value)
 
 
+def _non_negative(name: str, value: float) -> None:
+    _require(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0,
+             name, "a finite number >= 0", value)
+
+
 def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
     _require(value in options, name, f"one of {', '.join(options)}", value)
 
@@ -42,7 +50,11 @@ class StimulusConfig:
     """The IPD stimulus: Poisson auditory-nerve fibres driven by a 20 Hz tone.
 
     ``phase_offset``: ``"per_pass"`` (the seed: one random phase offset for a
-    whole pass over a data set, redrawn each pass) or ``"per_batch"``.
+    whole pass over a data set, redrawn each pass), ``"per_batch"``, or ``"fixed"`` (drawn once
+    per set, from the set's own random stream: every pass sees the same spikes).
+    ``phase_jitter``: standard deviation (radians) of Gaussian noise added to each fibre's phase
+    delay, redrawn with every phase offset, for the training and validation sets;
+    ``test_phase_jitter`` the test set's (None: ``phase_jitter``).
     """
 
     anf_per_ear: int = 100
@@ -53,6 +65,8 @@ class StimulusConfig:
     envelope_power: float = 2.0
     num_classes: int = 12
     phase_offset: str = "per_pass"
+    phase_jitter: float = 0.0
+    test_phase_jitter: float | None = None
 
     def __post_init__(self):
         _count("anf_per_ear", self.anf_per_ear)
@@ -64,11 +78,20 @@ class StimulusConfig:
         _positive("tone_hz", self.tone_hz)
         _positive("envelope_power", self.envelope_power)
         _count("num_classes", self.num_classes, 2)
-        _choice("phase_offset", self.phase_offset, ("per_pass", "per_batch"))
+        _choice("phase_offset", self.phase_offset, PHASE_OFFSETS)
+        _non_negative("phase_jitter", self.phase_jitter)
+        if self.test_phase_jitter is not None:
+            _non_negative("test_phase_jitter", self.test_phase_jitter)
 
     @property
     def inputs(self) -> int:
         return 2 * self.anf_per_ear
+
+    def jitter(self, which: str) -> float:
+        """The phase jitter (radians) of the ``which`` set: "train", "valid" or "test"."""
+        if which == "test" and self.test_phase_jitter is not None:
+            return self.test_phase_jitter
+        return self.phase_jitter
 
 
 @dataclass(frozen=True)
@@ -80,6 +103,15 @@ class ModelConfig:
     ``a`` decaying with ``tau_adapt_ms``); ``spike``, ``reset`` and ``surrogate`` choose the family
     member (:func:`fastsnn.lif`; the defaults are the seed's). ``dale_mask``: ``"contiguous"`` (the seed: the first rows are inhibitory)
     or ``"random"`` (a random subset of rows of the same size).
+
+    ``readout``: the class score from the readout membrane u, ``"sum"`` over time (the seed),
+    ``"mean"`` or ``"max"`` over time, or ``"spiking"``: the output layer is the hidden layer's
+    neuron (the same family member, time constant ``readout_tau_ms``) scored by its spike count.
+    ``spike_dropout``: during training each hidden spike is dropped with this probability and the
+    kept ones scaled by 1 / (1 - p). ``segments`` > 0 makes the hidden layer filter-and-fire: each
+    unit has that many dendritic segments, each with its own input weights and a fixed random
+    double-exponential filter (rise time uniform in ``[rise_ms_min, rise_ms_max]``, decay time uniform
+    in ``[max(decay_ms_min, 1.5 rise), decay_ms_max]``), summed into the neuron.
     """
 
     hidden: int = 30
@@ -99,6 +131,13 @@ class ModelConfig:
     ie_ratio: float = 0.5
     dale_mask: str = "contiguous"
     backend: str = "auto"
+    readout: str = "sum"
+    spike_dropout: float = 0.0
+    segments: int = 0
+    rise_ms_min: float = 0.5
+    rise_ms_max: float = 2.0
+    decay_ms_min: float = 3.0
+    decay_ms_max: float = 8.0
 
     def __post_init__(self):
         _count("hidden", self.hidden)
@@ -120,15 +159,33 @@ class ModelConfig:
                  "ie_ratio", "a number in [0, 1]", self.ie_ratio)
         _choice("dale_mask", self.dale_mask, ("contiguous", "random"))
         _choice("backend", self.backend, BACKENDS)
+        _choice("readout", self.readout, READOUTS)
+        _require(isinstance(self.spike_dropout, (int, float)) and not isinstance(self.spike_dropout, bool)
+                 and 0 <= self.spike_dropout < 1, "spike_dropout", "a probability in [0, 1)", self.spike_dropout)
+        _count("segments", self.segments, 0)
+        for name in ("rise_ms_min", "rise_ms_max", "decay_ms_min", "decay_ms_max"):
+            _positive(name, getattr(self, name))
+        _require(self.rise_ms_min <= self.rise_ms_max, "rise_ms_max", f"at least rise_ms_min ({self.rise_ms_min:g})",
+                 self.rise_ms_max)
+        _require(self.decay_ms_min <= self.decay_ms_max, "decay_ms_max",
+                 f"at least decay_ms_min ({self.decay_ms_min:g})", self.decay_ms_max)
+        _require(self.decay_ms_max >= 1.5 * self.rise_ms_max, "decay_ms_max",
+                 f"at least 1.5 x rise_ms_max ({1.5 * self.rise_ms_max:g}): every segment's decay is >= 1.5 x its rise",
+                 self.decay_ms_max)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training and evaluation: Adam on NLL(log_softmax(loss_scale * sum_t u_t)).
+    """Training and evaluation: Adam on NLL(log_softmax(loss_scale * scores)), the scores being the
+    readout's (the seed: sum_t u_t).
 
-    Early stopping (the seed's rule): after epoch index ``min_epochs``, stop when
+    ``loss_scale=None``: :data:`LOSS_SCALES` of the readout, 0.01 for the time sum (the seed's; over
+    its 100 steps, 0.01 x sum is the mean) and 1 for the others. Early stopping (the seed's rule): after epoch index ``min_epochs``, stop when
     the oldest of the last ``patience`` validation losses is the lowest.
-    ``restore_best=False`` keeps the final weights, as the seed's code does.
+    ``restore_best=False`` keeps the final weights, as the seed's code does. ``validation=False``:
+    no validation set, no early stopping, the weights after ``epochs`` epochs.
+    ``rate_weight`` > 0 adds the firing-rate penalty ``rate_weight * mean_n max(0, r_n - rate_target_hz)^2``
+    (r_n: hidden unit n's rate over the batch, Hz) to the training loss.
     """
 
     epochs: int = 150
@@ -137,13 +194,16 @@ class TrainConfig:
     train_samples: int = 4096
     valid_samples: int = 4096
     test_samples: int = 2048
-    loss_scale: float = 0.01
+    loss_scale: float | None = None
     patience: int = 10
     min_epochs: int = 10
     restore_best: bool = True
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
+    validation: bool = True
+    rate_target_hz: float = 0.0
+    rate_weight: float = 0.0
 
     def __post_init__(self):
         _count("epochs", self.epochs)
@@ -153,7 +213,8 @@ class TrainConfig:
             _count(name, getattr(self, name))
             _require(self.batch_size <= getattr(self, name), "batch_size",
                      f"at most {name} ({getattr(self, name)})", self.batch_size)
-        _positive("loss_scale", self.loss_scale)
+        if self.loss_scale is not None:
+            _positive("loss_scale", self.loss_scale)
         _count("patience", self.patience)
         _count("min_epochs", self.min_epochs, 0)
         _require(isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**64,
@@ -161,6 +222,9 @@ class TrainConfig:
         _choice("device", self.device, DEVICES)
         if self.threads is not None:
             _count("threads", self.threads)
+        _require(isinstance(self.validation, bool), "validation", "true or false", self.validation)
+        _non_negative("rate_target_hz", self.rate_target_hz)
+        _non_negative("rate_weight", self.rate_weight)
 
 
 @dataclass(frozen=True)

@@ -53,13 +53,14 @@ def _cached_time_weights(alpha: float, steps: int, dtype: torch.dtype, device: t
 
 
 class _Projected(nn.Module):
-    """Shared parts: weight (in, out), optional Dale signs, fixed or learnable per-neuron tau."""
+    """Shared parts: weight (in, out * segments), optional Dale signs, fixed or learnable per-neuron tau.
+    ``segments`` > 1: each output neuron has that many columns, its dendritic segments' weights."""
 
     def __init__(self, in_features: int, out_features: int, *, tau_ms: float, dt_ms: float, learn_tau: bool,
                  dales_law: bool, ie_ratio: float, dale_mask: str, backend: str, binary_input: bool,
-                 generator: torch.Generator | None):
+                 generator: torch.Generator | None, segments: int = 1):
         super().__init__()
-        for name, value in (("in_features", in_features), ("out_features", out_features)):
+        for name, value in (("in_features", in_features), ("out_features", out_features), ("segments", segments)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         for name, value in (("tau_ms", tau_ms), ("dt_ms", dt_ms)):
@@ -70,10 +71,11 @@ class _Projected(nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self.dt_ms, self.backend, self.dales_law = float(dt_ms), backend, dales_law
         self.binary_input = binary_input
-        bound = 1 / math.sqrt(out_features)
-        self.weight = nn.Parameter(torch.empty(in_features, out_features).uniform_(-bound, bound, generator=generator))
+        width = out_features * segments
+        bound = 1 / math.sqrt(width)
+        self.weight = nn.Parameter(torch.empty(in_features, width).uniform_(-bound, bound, generator=generator))
         if dales_law:
-            self.register_buffer("sign", dale_signs(in_features, out_features, ie_ratio, dale_mask, generator))
+            self.register_buffer("sign", dale_signs(in_features, width, ie_ratio, dale_mask, generator))
         else:
             self.sign = None
         if learn_tau:
@@ -112,33 +114,117 @@ class _Projected(nn.Module):
                 f"dales_law={self.dales_law}, backend={self.backend!r}")
 
 
+class DendriticFilter(nn.Module):
+    """Filter-and-fire dendrites: segment currents h (B, T, units * segments) -> somatic currents (B, T, units).
+
+    Column j is segment ``j % segments`` of unit ``j // segments``; each has a fixed causal double
+    exponential ``k_d = (alpha_decay^(d-1) - alpha_rise^(d-1)) / peak`` for d >= 1 (``k_0 = 0``),
+    ``alpha = exp(-dt / tau)``: the continuous ``exp(-s/decay) - exp(-s/rise)`` sampled at ``s = (d-1) dt``,
+    one step late as the leaky readout is, scaled so that ``max_d k_d = 1``. The filtered segments
+    ``y_t = sum_{d>=1} k_d h_{t-d}`` of a unit are summed. The filter runs as the difference of two
+    leaky integrators (:func:`fastsnn.leaky_readout` with per-channel decays); :meth:`kernel` gives k.
+    ``rise_ms``, ``decay_ms``: (units * segments,) time constants, decay > rise.
+    """
+
+    def __init__(self, units: int, segments: int, rise_ms: torch.Tensor, decay_ms: torch.Tensor, dt_ms: float = 1.0):
+        super().__init__()
+        for name, value in (("units", units), ("segments", segments)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name, value in (("rise_ms", rise_ms), ("decay_ms", decay_ms)):
+            if not isinstance(value, torch.Tensor) or value.shape != (units * segments,):
+                raise ValueError(f"{name} must be a tensor of shape (units * segments,) = ({units * segments},)")
+        if not bool((rise_ms > 0).all() and (decay_ms > rise_ms).all()):
+            raise ValueError("rise_ms must be > 0 and decay_ms > rise_ms for every segment")
+        self.units, self.segments, self.dt_ms = units, segments, float(dt_ms)
+        self.register_buffer("rise_ms", rise_ms.double())
+        self.register_buffer("decay_ms", decay_ms.double())
+
+    @classmethod
+    def random(cls, units: int, segments: int, rise_ms: tuple[float, float], decay_ms: tuple[float, float],
+               dt_ms: float = 1.0, generator: torch.Generator | None = None) -> "DendriticFilter":
+        """Rise times uniform in ``rise_ms`` (min, max), decay times uniform in
+        ``[max(decay_ms[0], 1.5 rise), decay_ms[1]]`` (so decay >= 1.5 rise; needs decay_ms[1] >= 1.5 rise_ms[1])."""
+        if not 0 < rise_ms[0] <= rise_ms[1] or not decay_ms[0] <= decay_ms[1] or decay_ms[1] < 1.5 * rise_ms[1]:
+            raise ValueError(f"need 0 < rise min <= rise max, decay min <= decay max and decay max >= 1.5 x rise max, "
+                             f"got rise_ms={rise_ms}, decay_ms={decay_ms}")
+        n = units * segments
+        rise = rise_ms[0] + (rise_ms[1] - rise_ms[0]) * torch.rand(n, generator=generator, dtype=torch.float64)
+        low = torch.clamp(1.5 * rise, min=decay_ms[0])
+        decay = low + (decay_ms[1] - low) * torch.rand(n, generator=generator, dtype=torch.float64)
+        return cls(units, segments, rise, decay, dt_ms)
+
+    def coefficients(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(alpha_decay, alpha_rise, 1 / peak), each (units * segments,) float64."""
+        a_decay, a_rise = torch.exp(-self.dt_ms / self.decay_ms), torch.exp(-self.dt_ms / self.rise_ms)
+        # the continuous peak lies at (d - 1) dt = rise decay ln(decay / rise) / (decay - rise); the
+        # sampled kernel is unimodal, so its largest value is at one of the two steps around it
+        top = (self.rise_ms * self.decay_ms * torch.log(self.decay_ms / self.rise_ms)
+               / (self.decay_ms - self.rise_ms) / self.dt_ms).floor()
+        peak = torch.maximum(a_decay ** top - a_rise ** top, a_decay ** (top + 1) - a_rise ** (top + 1))
+        return a_decay, a_rise, 1 / peak
+
+    def kernel(self, steps: int) -> torch.Tensor:
+        """(units * segments, steps) float64: k_d for d = 0 .. steps - 1 (``k_0 = 0``)."""
+        a_decay, a_rise, gain = self.coefficients()
+        j = torch.arange(steps - 1, dtype=torch.float64, device=a_decay.device)
+        k = (a_decay[:, None] ** j - a_rise[:, None] ** j) * gain[:, None]
+        return torch.cat([k.new_zeros(k.shape[0], 1), k], dim=1)
+
+    def forward(self, h: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+        batch, steps, channels = h.shape
+        if channels != self.units * self.segments:
+            raise ValueError(f"h must have shape (B, T, units * segments) = (B, T, {self.units * self.segments}), "
+                             f"got {tuple(h.shape)}")
+        a_decay, a_rise, gain = (c.to(h.dtype) for c in self.coefficients())
+        u = ops.leaky_readout(torch.cat([h, h], dim=2), torch.cat([a_decay, a_rise]), backend=backend)
+        filtered = (u[..., :channels] - u[..., channels:]) * gain
+        return filtered.view(batch, steps, self.units, self.segments).sum(3)
+
+    def extra_repr(self) -> str:
+        return f"units={self.units}, segments={self.segments}, dt_ms={self.dt_ms:g}"
+
+
 class LIF(_Projected):
     """x (B, T, in_features) -> spikes (B, T, out_features): ``h = x @ W`` then :func:`fastsnn.lif`.
 
     ``spike``, ``reset``, ``surrogate``, ``fire``, ``threshold``, ``beta`` and ``detach_reset`` choose the
     member of the LIF family (defaults: the seed's neuron). ``binary_input=True`` declares x to be
     0/1 spikes: the projection then keeps x for the backward as bits instead of floats
-    (:func:`fastsnn.spike_matmul`).
+    (:func:`fastsnn.spike_matmul`). ``dendrites`` (a :class:`DendriticFilter` of ``out_features`` units)
+    makes the layer filter-and-fire: W then holds ``dendrites.segments`` columns per neuron, and their
+    filtered currents, summed per neuron, drive it.
     """
 
     def __init__(self, in_features: int, out_features: int, *, tau_ms: float = 5.0, dt_ms: float = 1.0,
                  threshold: float = 1.0, beta: float = 5.0, detach_reset: bool = False, spike: str = "delayed",
                  reset: str = "zero", surrogate: str = "sigmoid", fire: str = ">", learn_tau: bool = False,
                  dales_law: bool = False, ie_ratio: float = 0.5, dale_mask: str = "contiguous",
-                 backend: str = "auto", binary_input: bool = False, generator: torch.Generator | None = None):
+                 backend: str = "auto", binary_input: bool = False, generator: torch.Generator | None = None,
+                 dendrites: DendriticFilter | None = None):
+        if dendrites is not None and dendrites.units != out_features:
+            raise ValueError(f"dendrites must have out_features = {out_features} units, got {dendrites.units}")
         super().__init__(in_features, out_features, tau_ms=tau_ms, dt_ms=dt_ms, learn_tau=learn_tau,
                          dales_law=dales_law, ie_ratio=ie_ratio, dale_mask=dale_mask, backend=backend,
-                         binary_input=binary_input, generator=generator)
+                         binary_input=binary_input, generator=generator,
+                         segments=dendrites.segments if dendrites is not None else 1)
+        self.dendrites = dendrites
         self.options = dict(threshold=threshold, beta=beta, detach_reset=detach_reset, spike=spike, reset=reset,
                             surrogate=surrogate, fire=fire)
         neuron(**self.options)  # fail here, not at the first forward
 
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        h = super().project(x)
+        return h if self.dendrites is None else self.dendrites(h, self.backend)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(self.project(x))
 
-    def time_sum(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """x (B, T, in_features) -> (B, out_features) = sum_t weights_t s_t (:func:`fastsnn.lif` with time weights)."""
-        return self._run(self.project(x), weights)
+    def time_sum(self, x: torch.Tensor, weights: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """x (B, T, in_features) -> (B, out_features) = sum_t weights_t s_t (:func:`fastsnn.lif` with time weights).
+        ``scale`` multiplies the input currents (the spike dropout's 1 / (1 - p), x staying 0/1)."""
+        h = self.project(x)
+        return self._run(h if scale == 1 else h * scale, weights)
 
     def _run(self, h: torch.Tensor, time_weights: torch.Tensor | None = None) -> torch.Tensor:
         return ops.lif(h, self.alpha(), time_weights=time_weights, backend=self.backend, **self.options)

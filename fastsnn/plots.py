@@ -42,9 +42,11 @@ def loss_curves(history: list[dict], path: Path) -> None:
     fig = Figure(figsize=(6, 4), dpi=100)
     ax = fig.subplots()
     ax.plot(epochs, [h["loss"] for h in history], label="training")
-    ax.plot(epochs, [h["val_loss"] for h in history], label="validation")
-    best = min(history, key=lambda h: h["val_loss"])
-    ax.axvline(best["epoch"], color="gray", ls=":", label=f"best validation (epoch {best['epoch']})")
+    validated = [h for h in history if h["val_loss"] is not None]  # none when trained without validation
+    if validated:
+        ax.plot(epochs, [h["val_loss"] for h in history], label="validation")
+        best = min(validated, key=lambda h: h["val_loss"])
+        ax.axvline(best["epoch"], color="gray", ls=":", label=f"best validation (epoch {best['epoch']})")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (NLL)")
     ax.legend()

@@ -55,9 +55,11 @@ def generator(seed: int, stream: str) -> torch.Generator:
 
 
 def dataset(config: RunConfig, which: str, seed: int, device: torch.device | str = "cpu") -> IPDDataset:
-    """The ``which`` set ("train", "valid" or "test") of a run with ``seed``, drawn from its own stream."""
+    """The ``which`` set ("train", "valid" or "test") of a run with ``seed``, drawn from its own stream
+    (a fixed phase included), with its phase jitter."""
     samples = getattr(config.train, f"{which}_samples")
-    return IPDDataset.random(samples, config.stimulus, generator(seed, f"{which}_set"), device)
+    return IPDDataset.random(samples, config.stimulus, generator(seed, f"{which}_set"), device,
+                             config.stimulus.jitter(which))
 
 
 def resolve_device(device: str) -> torch.device:
@@ -294,8 +296,8 @@ def train_run(config: RunConfig, out: Path | None = None, progress: bool = True,
             return before + time.perf_counter() - start
 
         model = build_model(config, device)
-        train_set, valid_set, test_set = (dataset(config, which, tc.seed, device)
-                                          for which in ("train", "valid", "test"))
+        train_set, valid_set, test_set = (dataset(config, which, tc.seed, device) if which != "valid" or tc.validation
+                                          else None for which in ("train", "valid", "test"))
         backend = resolve_backend(config.model.backend, device)
         if progress and device.type == "cpu" and not _kernels_cached(backend):
             print("compiling CPU kernels (first run only, ~30 s)", file=sys.stderr, flush=True)
@@ -306,7 +308,7 @@ def train_run(config: RunConfig, out: Path | None = None, progress: bool = True,
         on_test = evaluate(model, test_set, tc.batch_size, generator(tc.seed, "eval_test"))
         metrics = {
             **on_test.summary("test"), **on_train.summary("train"),
-            "epochs": result.epochs_run, "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+            "epochs": result.epochs_run, "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss if tc.validation else None,
             "stopped_early": result.stopped_early, "restored_best": result.restored_best,
             "train_seconds": train_seconds, "wall_seconds": elapsed(),
             "device": str(device), "backend": backend, "threads": torch.get_num_threads(),

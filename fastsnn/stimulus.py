@@ -9,7 +9,8 @@ Poisson spikes. Fibre i of ear 0 follows the tone with phase delay
 
 The uniform noise ``u`` is frozen per sample (the seed draws it once per set),
 while the phase ``offset ~ U(0, 1)`` is redrawn for every pass over the set
-(or every batch). Instead of holding ``samples x T x inputs`` floats, ``u`` is
+(or every batch, or drawn once for the set: ``phase_offset="fixed"``). With a phase
+jitter sigma, each fibre's delay also gets ``N(0, sigma^2)`` noise, drawn with each offset. Instead of holding ``samples x T x inputs`` floats, ``u`` is
 regenerated on demand from a counter-based hash: ``u = fmix32(key_s ^ c_ti)``
 with a 32-bit key per sample and a fixed per-(t, i) table, so a set costs 4
 bytes per sample and any batch is regenerated on the run's device (a fused
@@ -71,14 +72,22 @@ class Batch:
 class IPDDataset:
     """A set of IPD samples with frozen per-sample noise, generated batch by batch.
 
-    ipd: (S,) true IPDs in radians; keys: (S,) int32 noise keys.
+    ipd: (S,) true IPDs in radians; keys: (S,) int32 noise keys. ``phase_jitter``: standard deviation
+    (radians) of the Gaussian noise on each fibre's phase delay, drawn with each phase offset.
+    ``phase``: the set's one (offset, jitter) for ``config.phase_offset == "fixed"``
+    (:meth:`random` draws it; jitter is an (inputs,) tensor or None).
     """
 
-    def __init__(self, ipd: torch.Tensor, keys: torch.Tensor, config: StimulusConfig, device: torch.device | str = "cpu"):
+    def __init__(self, ipd: torch.Tensor, keys: torch.Tensor, config: StimulusConfig, device: torch.device | str = "cpu",
+                 phase_jitter: float = 0.0, phase: tuple[float, torch.Tensor | None] | None = None):
         if ipd.ndim != 1 or keys.shape != ipd.shape:
             raise ValueError(f"ipd and keys must both have shape (S,), got {tuple(ipd.shape)} and {tuple(keys.shape)}")
+        if not (math.isfinite(phase_jitter) and phase_jitter >= 0):
+            raise ValueError(f"phase_jitter must be a finite number >= 0, got {phase_jitter!r}")
         self.config = config
         self.device = torch.device(device)
+        self.phase_jitter = float(phase_jitter)
+        self.phase = None if phase is None else (phase[0], None if phase[1] is None else phase[1].to(self.device))
         self.ipd = ipd.detach().to("cpu", torch.float64)
         self.labels = discretise(self.ipd, config.num_classes).to(self.device)
         self._ipd = self.ipd.to(self.device, torch.float32)
@@ -91,10 +100,15 @@ class IPDDataset:
         self._table = fmix32(fmix32(torch.bitwise_xor(cells, _TABLE_SALT)))  # (T, inputs) int32
 
     @classmethod
-    def random(cls, n: int, config: StimulusConfig, generator: torch.Generator, device="cpu") -> "IPDDataset":
-        """``n`` samples with IPDs uniform in (-pi/2, pi/2), reproducible from ``generator`` (a CPU generator)."""
+    def random(cls, n: int, config: StimulusConfig, generator: torch.Generator, device="cpu",
+               phase_jitter: float = 0.0) -> "IPDDataset":
+        """``n`` samples with IPDs uniform in (-pi/2, pi/2), reproducible from ``generator`` (a CPU generator),
+        which also draws the set's phase when it is fixed."""
         ipd = torch.rand(n, generator=generator, dtype=torch.float64) * math.pi - math.pi / 2
-        return cls(ipd, cls.draw_keys(n, generator), config, device)
+        data = cls(ipd, cls.draw_keys(n, generator), config, device, phase_jitter)
+        if config.phase_offset == "fixed":
+            data.phase = data.draw_phase(generator)
+        return data
 
     @staticmethod
     def draw_keys(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -103,20 +117,36 @@ class IPDDataset:
     def __len__(self) -> int:
         return self.ipd.shape[0]
 
-    def spike_probability(self, index: torch.Tensor, offset: float) -> torch.Tensor:
-        """(n, T, inputs) float32 probability of a spike per step for the samples ``index``."""
+    def draw_phase(self, generator: torch.Generator) -> tuple[float, torch.Tensor | None]:
+        """One phase offset ~ U(0, 1) and, with a phase jitter, the (inputs,) delay noise ~ N(0, sigma^2)."""
+        offset = torch.rand((), generator=generator, dtype=torch.float64).item()
+        if self.phase_jitter == 0:
+            return offset, None
+        noise = torch.randn(self.config.inputs, generator=generator, dtype=torch.float64) * self.phase_jitter
+        return offset, noise.float().to(self.device)
+
+    def spike_probability(self, index: torch.Tensor, offset: float, jitter: torch.Tensor | None = None) -> torch.Tensor:
+        """(n, T, inputs) float32 probability of a spike per step for the samples ``index``; ``jitter``
+        (inputs,) float32 radians is added to the fibres' phase delays (ear 0's fibres, then ear 1's)."""
         c = self.config
+        if jitter is not None and jitter.shape != (c.inputs,):
+            raise ValueError(f"jitter must have shape (inputs,) = ({c.inputs},), got {tuple(jitter.shape)}")
         phase = self._tone_phase + 2 * math.pi * offset  # (T,)
-        left = phase[:, None] + self._delays[None, :]  # (T, A): ear 0, the same for every sample
+        if jitter is None:
+            left = right = phase[:, None] + self._delays[None, :]  # (T, A): the same for every sample
+        else:
+            left = phase[:, None] + (self._delays + jitter[:c.anf_per_ear])[None, :]
+            right = phase[:, None] + (self._delays + jitter[c.anf_per_ear:])[None, :]
         scale = c.rate_max_hz * c.dt_ms * 1e-3
         p_left = scale * (0.5 * (1 + torch.sin(left))) ** c.envelope_power
-        p_right = scale * (0.5 * (1 + torch.sin(left + self._ipd[index, None, None]))) ** c.envelope_power
+        p_right = scale * (0.5 * (1 + torch.sin(right + self._ipd[index, None, None]))) ** c.envelope_power
         return torch.cat([p_left.expand(len(index), -1, -1), p_right], dim=2)
 
-    def spikes(self, index: torch.Tensor, offset: float) -> torch.Tensor:
-        """(n, T, inputs) float32 0/1 spikes of the samples ``index`` (a (n,) tensor) at phase ``offset``."""
+    def spikes(self, index: torch.Tensor, offset: float, jitter: torch.Tensor | None = None) -> torch.Tensor:
+        """(n, T, inputs) float32 0/1 spikes of the samples ``index`` (a (n,) tensor) at phase ``offset``,
+        with the fibres' delays moved by ``jitter`` ((inputs,) radians, or None)."""
         index = index.to(self.device)
-        prob = self.spike_probability(index, offset)
+        prob = self.spike_probability(index, offset, jitter)
         if self.device.type == "cpu":
             from .cpu.stimulus import poisson_spikes
 
@@ -130,12 +160,19 @@ class IPDDataset:
         return (u24 < prob * 2.0**24).float()
 
     def batches(self, batch_size: int, generator: torch.Generator, shuffle: bool = True) -> Iterator[Batch]:
-        """One pass over the set in batches (the last one may be smaller), drawing the phase offset(s)."""
+        """One pass over the set in batches (the last one may be smaller), drawing the phase offset(s) and
+        jitter from ``generator`` (a fixed set uses its own phase)."""
         order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
-        offset = torch.rand((), generator=generator, dtype=torch.float64).item()
+        if self.config.phase_offset == "fixed":
+            if self.phase is None:
+                raise ValueError("a set with phase_offset='fixed' needs its phase: build it with IPDDataset.random "
+                                 "or pass phase=(offset, jitter)")
+            offset, jitter = self.phase
+        else:
+            offset, jitter = self.draw_phase(generator)
         for start in range(0, len(self), batch_size):
             if self.config.phase_offset == "per_batch" and start > 0:
-                offset = torch.rand((), generator=generator, dtype=torch.float64).item()
+                offset, jitter = self.draw_phase(generator)
             index = order[start:start + batch_size]
             dev_index = index.to(self.device)
-            yield Batch(self.spikes(dev_index, offset), self.labels[dev_index], self.ipd[index])
+            yield Batch(self.spikes(dev_index, offset, jitter), self.labels[dev_index], self.ipd[index])

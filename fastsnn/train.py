@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .config import TrainConfig
+from .config import LOSS_SCALES, TrainConfig
 from .stimulus import IPDDataset
 
 
@@ -38,17 +38,37 @@ class FitResult:
         return len(self.history)
 
 
-def batch_loss(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, loss_scale: float) -> torch.Tensor:
-    """NLL(log_softmax(loss_scale * scores)), mean over the batch."""
-    return F.cross_entropy(model(x) * loss_scale, labels)
+def batch_loss(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, loss_scale: float,
+               generator: torch.Generator | None = None, rate_target_hz: float = 0.0,
+               rate_weight: float = 0.0) -> torch.Tensor:
+    """NLL(log_softmax(loss_scale * scores)), mean over the batch, plus ``rate_weight`` times
+    :func:`rate_penalty` of the hidden spikes when ``rate_weight`` > 0. ``generator`` draws the spike
+    dropout masks of a model in training mode."""
+    if rate_weight == 0:
+        return F.cross_entropy(model(x, generator=generator) * loss_scale, labels)
+    scores, spikes = model.forward_with_spikes(x, generator=generator)
+    penalty = rate_penalty(spikes, model.hidden.dt_ms, rate_target_hz)
+    return F.cross_entropy(scores * loss_scale, labels) + rate_weight * penalty
+
+
+def rate_penalty(spikes: torch.Tensor, dt_ms: float, target_hz: float) -> torch.Tensor:
+    """spikes (B, T, N) -> ``mean_n max(0, r_n - target_hz)^2``, where ``r_n = sum_{b,t} s_{b,t,n} / (B T dt)``
+    is unit n's firing rate over the batch in Hz."""
+    batch, steps, _ = spikes.shape
+    rates = spikes.sum((0, 1)) / (batch * steps * dt_ms * 1e-3)
+    return (rates - target_hz).clamp_min(0).square().mean()
 
 
 def _pass(model, data: IPDDataset, cfg: TrainConfig, generator: torch.Generator, optimizer=None) -> float:
-    """Mean batch loss over one pass; trains when an optimizer is given. Syncs once, at the end."""
+    """Mean batch loss over one pass (with the rate penalty when training); trains when an optimizer is
+    given. Syncs once, at the end."""
+    scale = cfg.loss_scale if cfg.loss_scale is not None else LOSS_SCALES[model.readout_kind]
     losses = []
     for batch in data.batches(cfg.batch_size, generator):
-        loss = batch_loss(model, batch.x, batch.labels, cfg.loss_scale)
-        if optimizer is not None:
+        if optimizer is None:
+            loss = batch_loss(model, batch.x, batch.labels, scale)
+        else:
+            loss = batch_loss(model, batch.x, batch.labels, scale, generator, cfg.rate_target_hz, cfg.rate_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -56,11 +76,13 @@ def _pass(model, data: IPDDataset, cfg: TrainConfig, generator: torch.Generator,
     return torch.stack(losses).mean().item()
 
 
-def fit(model: torch.nn.Module, train_set: IPDDataset, valid_set: IPDDataset, cfg: TrainConfig,
+def fit(model: torch.nn.Module, train_set: IPDDataset, valid_set: IPDDataset | None, cfg: TrainConfig,
         generator: torch.Generator, progress: bool = True, state: dict | None = None,
         on_epoch: Callable[[dict], None] | None = None) -> FitResult:
     """Train ``model`` in place; with ``cfg.restore_best`` it ends holding the weights of the
-    epoch with the lowest validation loss, else the final ones (the seed's behaviour).
+    epoch with the lowest validation loss, else the final ones (the seed's behaviour). Without
+    validation (``cfg.validation`` False; ``valid_set`` is then unused) it trains ``cfg.epochs``
+    epochs and keeps the final weights; ``val_loss`` is None in the history.
 
     ``on_epoch`` receives the training state after every epoch (weights, optimizer, ``generator``'s
     state, history, best snapshot, early-stopping verdict), live objects to save before it returns.
@@ -82,20 +104,26 @@ def fit(model: torch.nn.Module, train_set: IPDDataset, valid_set: IPDDataset, cf
         model.train()
         loss = _pass(model, train_set, cfg, generator, optimizer)
         model.eval()
-        with torch.no_grad():
-            val_loss = _pass(model, valid_set, cfg, generator)
-        if not (math.isfinite(loss) and math.isfinite(val_loss)):
+        val_loss = None
+        if cfg.validation:
+            with torch.no_grad():
+                val_loss = _pass(model, valid_set, cfg, generator)
+        if not (math.isfinite(loss) and (val_loss is None or math.isfinite(val_loss))):
             raise FloatingPointError(f"loss became non-finite at epoch {epoch} (train {loss}, validation "
                                      f"{val_loss}); lower the learning rate or check the inputs for NaN")
         result.history.append(dict(epoch=epoch, loss=loss, val_loss=val_loss,
                                    seconds=time.perf_counter() - start))
-        bar.set_postfix(loss=f"{loss:.4f}", val_loss=f"{val_loss:.4f}")
-        if val_loss < result.best_val_loss:
+        if val_loss is None:
+            bar.set_postfix(loss=f"{loss:.4f}")
+            result.best_epoch = epoch  # the weights kept: the last epoch's
+        else:
+            bar.set_postfix(loss=f"{loss:.4f}", val_loss=f"{val_loss:.4f}")
+        if val_loss is not None and val_loss < result.best_val_loss:
             result.best_val_loss, result.best_epoch = val_loss, epoch
             if cfg.restore_best:
                 result.best_state = copy.deepcopy(model.state_dict())
-        result.stopped_early = should_stop([h["val_loss"] for h in result.history], epoch, cfg.patience,
-                                           cfg.min_epochs)
+        result.stopped_early = cfg.validation and should_stop([h["val_loss"] for h in result.history], epoch,
+                                                              cfg.patience, cfg.min_epochs)
         if on_epoch is not None:
             on_epoch({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                       "generator": generator.get_state(), "result": vars(result)})

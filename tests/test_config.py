@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from fastsnn.config import ModelConfig, RunConfig, StimulusConfig, TrainConfig
+from fastsnn.config import LOSS_SCALES, ModelConfig, RunConfig, StimulusConfig, TrainConfig
 
 BAD = [
     (StimulusConfig, "anf_per_ear", 0), (StimulusConfig, "anf_per_ear", 2.5), (StimulusConfig, "steps", 0),
@@ -43,7 +43,10 @@ def test_defaults_are_the_seeds():
         30, 5.0, 1.0, 5.0, False, 0.5, False)
     assert (t.epochs, t.lr, t.batch_size, t.train_samples, t.valid_samples, t.test_samples) == (
         150, 0.005, 64, 4096, 4096, 2048)
-    assert (t.loss_scale, t.patience, t.min_epochs, t.restore_best) == (0.01, 10, 10, True)
+    assert (t.loss_scale, LOSS_SCALES[m.readout], t.patience, t.min_epochs, t.restore_best) == (
+        None, 0.01, 10, 10, True)
+    assert (m.readout, s.phase_offset, s.phase_jitter, m.spike_dropout, m.segments, t.validation, t.rate_weight) == (
+        "sum", "per_pass", 0.0, 0.0, 0, True, 0.0)
 
 
 def test_json_round_trip():
