@@ -18,6 +18,8 @@ implementations are called directly, as in :mod:`fastsnn.ops.lif`.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -165,12 +167,17 @@ def _(bits, grad, spikes, backend, path):
     return grad.new_empty((bits.shape[1], grad.shape[1]))
 
 
+def _rows(t: Tensor) -> Tensor:
+    """(..., K) -> (prod(...), K), also for K = 0."""
+    return t.reshape(math.prod(t.shape[:-1]), t.shape[-1])
+
+
 class SpikeMatmul(torch.autograd.Function):
     """x (..., K) spikes @ w (K, N); saves x as bits, w and the spike count."""
 
     @staticmethod
     def forward(ctx, x: Tensor, w: Tensor, backend: str, path: str) -> Tensor:
-        rows = x.detach().reshape(-1, x.shape[-1])
+        rows = _rows(x.detach())
         project = spike_project if torch.compiler.is_compiling() else _spike_project
         h, bits, spikes = project(rows, w.detach(), backend, path)
         ctx.save_for_backward(bits, w, spikes)
@@ -186,7 +193,7 @@ class SpikeMatmul(torch.autograd.Function):
             dx = (grad @ w.t()).to(x_dtype)
         if ctx.needs_input_grad[1]:
             weight_grad = spike_weight_grad if torch.compiler.is_compiling() else _spike_weight_grad
-            dw = weight_grad(bits, grad.reshape(-1, grad.shape[-1]), spikes, backend, path).to(w.dtype)
+            dw = weight_grad(bits, _rows(grad), spikes, backend, path).to(w.dtype)
         return dx, dw, None, None
 
 
@@ -226,5 +233,4 @@ def spike_matmul(x: Tensor, w: Tensor, *, backend: str = "auto", path: str = "au
         return x @ w
     if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad):
         return SpikeMatmul.apply(x, w, backend, path)
-    rows = x.reshape(-1, x.shape[-1])
-    return _spike_project(rows, w, backend, path)[0].reshape(*x.shape[:-1], w.shape[1])
+    return _spike_project(_rows(x), w, backend, path)[0].reshape(*x.shape[:-1], w.shape[1])
