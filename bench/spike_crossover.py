@@ -4,9 +4,10 @@
                                     [--threads 2] [--steps] [--out DIR]
 
 1. The crossover curves: for each shape (M = B * T rows, K inputs, N outputs of bench/workloads.py's
-   seed, wide and bigbatch hidden layers, and the seed with 128 hidden neurons) and density of random 0/1 spikes, the projection forward
-   (the packing pass, then the events or the GEMM: ``path="event"`` / ``"dense"``) and the weight
-   gradient from the bits, both paths interleaved round by round (``bench.common.alternate``);
+   seed, wide and bigbatch hidden layers, and the seed with 128 hidden neurons) and density of random
+   0/1 spikes, the projection forward (the packing pass, then the events or the GEMM: ``path="event"``
+   / ``"dense"``) and the weight gradient from the bits, both paths interleaved round by round
+   (``bench.common.alternate``);
    medians, and the density where the two curves cross (interpolated in log density). Writes
    ``bench/results/spike-crossover-<cpu>.{json,png}``; ``fastsnn/ops/spikes/__init__.py``'s
    ``CPU_CROSSOVER`` cites it.

@@ -32,14 +32,15 @@ _SHIFTS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 # Densities (spikes / entries of x) up to which the event-driven kernels beat the dense GEMM on the CPU,
 # by output width N. Measured by bench/spike_crossover.py (bench/results/spike-crossover-amd-epyc.{json,png}:
-# an AMD EPYC (Zen 4), 1 thread, shared), crossovers of the median curves:
-#   seed (M = 6400, K = 200, N = 30):         forward none (events faster up to density 1), weight grad 0.74
-#   bigbatch (M = 102400, K = 200, N = 30):   forward none, weight grad 0.88
-#   seed128 (M = 6400, K = 200, N = 128):     forward 0.81 (0.47 by CPU time: the curve is noisy there), 0.64
-#   wide (M = 6400, K = 2000, N = 1000):      forward 0.38, weight grad 0.45
-# rounded down; N <= 32 holds the output row in two vector registers, the GEMM is narrowest there.
+# an AMD EPYC (Zen 4), 2 threads), crossovers of the median curves (a 1-thread run, on the machine
+# loaded by other work: weight gradient 0.74 at seed, 0.88 at bigbatch; wide 0.38 and 0.45):
+#   seed (M = 6400, K = 200, N = 30):         forward none (events faster up to density 1), weight grad none
+#   bigbatch (M = 102400, K = 200, N = 30):   forward none, weight grad none
+#   seed128 (M = 6400, K = 200, N = 128):     forward 0.43, weight grad 0.66
+#   wide (M = 6400, K = 2000, N = 1000):      forward 0.41, weight grad 0.47
+# rounded down. N <= 32 holds an output row in two vector registers; the GEMM is narrowest there.
 CPU_CROSSOVER = {  # op: ((largest N, largest density), ...), the first entry whose N fits
-    "forward": ((32, 1.0), (128, 0.45), (None, 0.35)),
+    "forward": ((32, 1.0), (128, 0.4), (None, 0.35)),
     "weight_grad": ((32, 0.7), (128, 0.6), (None, 0.45)),
 }
 
@@ -219,8 +220,9 @@ def spike_matmul(x: Tensor, w: Tensor, *, backend: str = "auto", path: str = "au
     """x (..., K) 0/1 spikes @ w (K, N) -> (..., N), by events where that is faster, saving x as bits.
 
     ``path``: ``"auto"`` (on the CPU events up to the measured crossover density, :func:`event_pays`;
-    on the Triton backend events), ``"event"`` or ``"dense"``. ``backend``: ``"auto"``, ``"cpu"``, ``"triton"`` (the bit kernels of
-    ``fastsnn/kernels/spikes.py``) or ``"reference"`` (plain ``x @ w`` under autograd). Results equal
+    on the Triton backend events), ``"event"`` or ``"dense"``. ``backend``: ``"auto"``, ``"cpu"``,
+    ``"triton"`` (the bit kernels of ``fastsnn/kernels/spikes.py``) or ``"reference"`` (plain ``x @ w``
+    under autograd). Results equal
     ``x @ w`` up to the order of float summation. x should hold 0/1: on the CPU other values (NaN
     included) are detected by the packing pass and take the dense path, whose forward is exact for any x
     (``path="event"`` then raises); the weight gradient counts a nonzero entry as 1. The Triton path

@@ -21,7 +21,8 @@ VECTOR_BYTES = 64  # one AVX-512 register; LLVM splits it where registers are na
 
 def _splat(builder, value, n: int):
     vec = builder.insert_element(ir.Constant(ir.VectorType(value.type, n), ir.Undefined), value, ir.Constant(_I32, 0))
-    return builder.shuffle_vector(vec, ir.Constant(vec.type, ir.Undefined), ir.Constant(ir.VectorType(_I32, n), [0] * n))
+    zeros = ir.Constant(ir.VectorType(_I32, n), [0] * n)
+    return builder.shuffle_vector(vec, ir.Constant(vec.type, ir.Undefined), zeros)
 
 
 @intrinsic
