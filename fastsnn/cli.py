@@ -40,6 +40,8 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
                    help="inhibitory rows first (the seed) or a random subset")
     g.add_argument("--backend", choices=BACKENDS, default=m.backend,
                    help="time-loop implementation (auto: triton on CUDA, cpu kernels otherwise)")
+    g.add_argument("--max-delay", type=int, default=m.max_delay,
+                   help="learnable synaptic delays on the input projection, in [0, MAX_DELAY] steps (0: none)")
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, default=t.epochs, help="maximum epochs (early stopping may end sooner)")
     g.add_argument("--lr", type=float, default=t.lr, help="Adam learning rate")
@@ -52,6 +54,9 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=t.seed, help="seed of every random stream of the run")
     g.add_argument("--device", choices=DEVICES, default=t.device)
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--delay-lr", type=float, default=t.delay_lr, help="Adam learning rate of the delays (steps)")
+    g.add_argument("--sigma-anneal-epochs", type=int, default=t.sigma_anneal_epochs,
+                   help="epochs over which the delay kernels narrow from max_delay/2 to their final width")
     g.add_argument("--out", default=None, help="run folder (default: runs/<timestamp>)")
     g.add_argument("--quiet", action="store_true", help="no progress bar, print only the final metrics")
 
@@ -69,11 +74,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    model = replace(model, max_delay=args.max_delay)
     train = replace(TrainConfig(), epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                     train_samples=args.train_batches * args.batch_size,
                     valid_samples=args.train_batches * args.batch_size,
                     test_samples=args.test_batches * args.batch_size, restore_best=not args.keep_final,
                     seed=args.seed, device=args.device, threads=args.threads)
+    train = replace(train, delay_lr=args.delay_lr, sigma_anneal_epochs=args.sigma_anneal_epochs)
     return RunConfig(stimulus, model, train)
 
 
