@@ -136,7 +136,7 @@ def delays_bwd(grad: torch.Tensor, x: torch.Tensor, wk: torch.Tensor, need_dx: b
     if need_dwk:
         dwk = torch.empty(I, K, O, dtype=grad.dtype)
         sync_threads()
-        delays_bwd_kernel(x.detach().contiguous().numpy(), gp.reshape(-1).numpy(), K, min(DWK_BLOCK, max(I, 1)),
+        delays_bwd_kernel(x.detach().to(grad.dtype).contiguous().numpy(), gp.reshape(-1).numpy(), K, min(DWK_BLOCK, max(I, 1)),
                                dwk.view(I, K * O).numpy())
     if need_dx:
         dx = torch.empty(B, T, I, dtype=grad.dtype)
