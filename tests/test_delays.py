@@ -64,8 +64,6 @@ def on_cpu(*tensors, dtype=None):
 @pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
 @pytest.mark.parametrize("spikes", [True, False], ids=["spikes", "reals"])
 def test_delayed_projection_matches_reference(backend, sigma, shape, spikes):
-    if backend == "triton" and shape[1] * shape[2] > 2000 and _INTERPRET:
-        pytest.skip("the interpreter takes minutes on the largest shapes; B4-T63-I37 covers several tiles")
     device = backend_device(backend)
     max_delay = shape[-1]
     x, w, d = problem(*shape, spikes=spikes, device=device)
