@@ -8,6 +8,7 @@
 3. LIF forward + backward at T=32, B=64, N=65536: achieved GB/s against a measured
    device-to-device copy bandwidth.
 4. The seed-size training step eagerly and as a CUDA graph replay.
+5. Learnable delays: tests/test_delays.py on CUDA and ``bench.delays --device cuda``.
 It prints a short table last and writes bench/results/gpu_check-<date>.json.
 """
 
@@ -25,15 +26,15 @@ import torch.nn.functional as F
 
 import fastsnn
 
-from . import report
+from . import delays, report
 from .common import RESULTS, alternate, machine
 from .workloads import ALPHA, WORKLOADS, _network, make_inputs
 
 
 def run_tests() -> int:
     env = {**os.environ, "TRITON_INTERPRET": "0"}
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "tests/test_ops.py", "tests/test_compile.py"],
-                          env=env).returncode
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "tests/test_ops.py", "tests/test_compile.py",
+                           "tests/test_delays.py"], env=env).returncode
 
 
 def copy_bandwidth(nbytes: int = 2**30) -> float:
@@ -108,6 +109,7 @@ def main(argv=None) -> int:
     bw = copy_bandwidth()
     lif = lif_bandwidth()
     graph = graph_step()
+    delays.main(["--device", "cuda", "--repeats", "9"])  # fastsnn-triton vs dense conv1d vs dcls on the GPU
     seed_step = next(r for r in rep["rows"] if r["workload"] == "seed" and r["op"] == "train_step")["median_ms"]
     out = {"machine": machine(), "tests_rc": tests_rc, "copy_GBps": bw, "lif": lif, "graph_step": graph,
            "seed_step_ms": seed_step}
