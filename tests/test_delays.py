@@ -76,6 +76,14 @@ def test_delayed_projection_matches_reference(backend, sigma, shape, spikes):
         assert (got[3] == 0).all(), "rounded delays have a zero gradient"
 
 
+def test_both_cpu_forwards_are_exercised():
+    """The CPU forward is event-driven for sparse inputs and conv1d for dense ones: the spikes and the reals
+    of the comparison above take one path each."""
+    from fastsnn.ops.delays.cpu import dense_input
+
+    assert not dense_input(problem(4, 63, 37, 13, 25)[0]) and dense_input(problem(4, 63, 37, 13, 25, spikes=False)[0])
+
+
 @pytest.mark.parametrize("backend", FAST)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16], ids=str)
 def test_delayed_projection_other_dtypes(backend, dtype):
@@ -207,7 +215,8 @@ def _bad(kind, message, **changes):
     _bad(ValueError, r"weight must be a tensor of shape \(in_features, out_features\) = \(6, O\)",
          weight=torch.zeros(5, 3)),
     _bad(ValueError, r"delay must be a tensor of the weight's shape \(6, 3\), got \(3, 6\)", delay=torch.zeros(3, 6)),
-    _bad(TypeError, "delay must be a floating-point tensor, got torch.int64", delay=torch.zeros(6, 3, dtype=torch.long)),
+    _bad(TypeError, "delay must be a floating-point tensor, got torch.int64",
+         delay=torch.zeros(6, 3, dtype=torch.long)),
     _bad(ValueError, "sigma must be > 0.0, got 0", sigma=0),
     _bad(ValueError, "sigma must be a finite number, got nan", sigma=float("nan")),
     _bad(ValueError, "sigma must be a finite number, got inf", sigma=math.inf),
@@ -301,6 +310,14 @@ def test_bad_delay_flags(flags, message, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["train", *flags])
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_delays_are_sweep_keys():
+    from fastsnn.sweep import expand, parse_grid
+
+    points = expand(RunConfig(), parse_grid(["max-delay=0,25", "delay-lr=0.05", "sigma-anneal-epochs=30"]), [0])
+    assert [(p.config.model.max_delay, p.config.train.delay_lr, p.config.train.sigma_anneal_epochs)
+            for p in points] == [(0, 0.05, 30), (25, 0.05, 30)]
 
 
 def test_config_defaults_have_no_delays():

@@ -6,11 +6,12 @@ an input ``x[b, t, i] = v`` adds ``v * wk[i]`` to that run. The forward walks th
 only (spikes: about a fifth of the seed's inputs) and adds four of them per pass over the run, so
 the accumulator is loaded and stored once per four; the kernel's gradient is the same walk
 transposed, ``dwk[i] += v * (rows t .. t + K - 1 of dh)``. Measured at seed size (B=64, T=100,
-200 -> 30, max_delay 25, 22% spikes, one thread): forward 13.5 ms and kernel gradient 19 ms,
-against 32 ms and 34 ms for oneDNN's conv1d and a dense GEMM (``bench/delays.py`` has the
-side-by-side figures). The input gradient is dense (dh has no zeros): one GEMM per block of
-batch rows over windows of dh. Equations: ``docs/semantics.md`` (Learnable delays); the oracle
-is ``delayed_projection_ref`` in ``reference.py``.
+200 -> 30, max_delay 25, 22.5% spikes, one thread's CPU time): forward 15 ms and forward +
+weight and delay gradients 30 ms, against 24 and 86 ms for dcls (oneDNN's conv1d;
+``bench/results/delays-*.md``). Inputs denser than :data:`DENSE_ABOVE` go through conv1d in the
+forward. The input gradient is dense (dh has no zeros): one GEMM per block of batch rows over
+windows of dh. Equations: ``docs/semantics.md`` (Learnable delays); the oracle is
+``delayed_projection_ref`` in ``reference.py``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ from fastsnn.cpu import cpu_kernel, flush_subnormals, restore_subnormals, sync_t
 from .._common import state_dtype
 
 UNROLL = 4  # nonzero inputs added per pass over an accumulator run
+# Above this fraction of nonzero inputs the forward runs torch's conv1d (oneDNN) instead: measured at seed
+# size on one thread, the event-driven forward takes 5, 15, 31 and 47 ms at 5, 22.5, 50 and 100% nonzero
+# inputs, conv1d 24-25 ms whatever the input. The kernel's gradient stays event-driven at any density
+# (42 ms at 100% against ~60 ms for conv1d's weight gradient).
+DENSE_ABOVE = 0.4
 DWK_BLOCK = 8  # input rows of the kernel gradient per lane
 
 
@@ -110,15 +116,28 @@ def delays_bwd_kernel(x, gp, K, block, dwk):
         restore_subnormals(fp_state)
 
 
+def dense_input(x: torch.Tensor) -> bool:
+    """Whether more than :data:`DENSE_ABOVE` of x is nonzero, estimated from every 61st element."""
+    sample = x.reshape(-1)[::61]
+    return sample.numel() > 0 and bool(torch.count_nonzero(sample) > DENSE_ABOVE * sample.numel())
+
+
 def delays_fwd(x: torch.Tensor, wk: torch.Tensor) -> torch.Tensor:
-    """x: (B, T, I); wk: (I, K, O) state dtype -> h: (B, T, O) state dtype."""
+    """x: (B, T, I); wk: (I, K, O) state dtype -> h: (B, T, O) state dtype.
+
+    Event-driven, or for inputs more than :data:`DENSE_ABOVE` nonzero torch's conv1d over x padded
+    by K - 1 steps (its taps run the other way: conv1d is a cross-correlation).
+    """
     dtype = state_dtype(x.dtype)
     B, T, _ = x.shape
     I, K, O = wk.shape
+    if dense_input(x):
+        xt = F.pad(x.detach().to(dtype).transpose(1, 2), (K - 1, 0))  # (B, I, T + K - 1)
+        return F.conv1d(xt, wk.detach().to(dtype).permute(2, 0, 1).flip(-1)).transpose(1, 2).contiguous()
     h = torch.empty(B, T, O, dtype=dtype)
     sync_threads()
-    delays_fwd_kernel(x.detach().to(dtype).contiguous().numpy(), wk.detach().to(dtype).reshape(I, K * O).contiguous().numpy(),
-                      h.view(B, T * O).numpy())
+    x = x.detach().to(dtype).contiguous()
+    delays_fwd_kernel(x.numpy(), wk.detach().to(dtype).reshape(I, K * O).contiguous().numpy(), h.view(B, T * O).numpy())
     return h
 
 
@@ -136,8 +155,8 @@ def delays_bwd(grad: torch.Tensor, x: torch.Tensor, wk: torch.Tensor, need_dx: b
     if need_dwk:
         dwk = torch.empty(I, K, O, dtype=grad.dtype)
         sync_threads()
-        delays_bwd_kernel(x.detach().to(grad.dtype).contiguous().numpy(), gp.reshape(-1).numpy(), K, min(DWK_BLOCK, max(I, 1)),
-                               dwk.view(I, K * O).numpy())
+        x = x.detach().to(grad.dtype).contiguous()
+        delays_bwd_kernel(x.numpy(), gp.reshape(-1).numpy(), K, min(DWK_BLOCK, max(I, 1)), dwk.view(I, K * O).numpy())
     if need_dx:
         dx = torch.empty(B, T, I, dtype=grad.dtype)
         windows = gp.unfold(1, K, 1)  # (B, T, O, K), a view
