@@ -282,6 +282,44 @@ def test_param_groups_and_clamp():
     assert model.hidden.delay[0, 0] == 0 and model.hidden.delay[1, 1] == 6
 
 
+def test_fit_with_delays_anneals_clamps_and_resumes_exactly():
+    """Three epochs at delay_lr 0.5: the delays move and stay in [0, max_delay], each epoch trains with its width,
+    and a fit resumed from the first epoch's state ends with the same weights, bit for bit."""
+    import io
+
+    from fastsnn.run import generator
+    from fastsnn.stimulus import IPDDataset
+    from fastsnn.train import fit
+
+    stim = StimulusConfig(anf_per_ear=10, steps=40)
+    cfg = TrainConfig(epochs=3, batch_size=16, train_samples=32, valid_samples=16, test_samples=16, lr=0.01,
+                      delay_lr=0.5, sigma_anneal_epochs=2)
+
+    def setup():
+        sets = [IPDDataset.random(n, stim, generator(0, f"{w}_set")) for n, w in ((32, "train"), (16, "valid"))]
+        return IPDNetwork(stim, ModelConfig(hidden=6, max_delay=8, backend="cpu"), generator(0, "model")), sets
+
+    model, (train, valid) = setup()
+    start = model.hidden.delay.detach().clone()
+    widths, saved = [], []
+    model.register_forward_pre_hook(lambda m, args: widths.append(m.hidden.sigma) if m.training else None)
+
+    def save(state):
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        saved.append(buffer.getvalue())
+
+    fit(model, train, valid, cfg, generator(0, "train"), progress=False, on_epoch=save)
+    assert sorted(set(widths), reverse=True) == [delay_sigma(8, e, 2) for e in range(3)]  # 4.27, 1.23, 0.5
+    delay = model.hidden.delay.detach()
+    assert 0 <= delay.min() and delay.max() <= 8 and (delay - start).abs().max() > 0.3
+    again, (train, valid) = setup()
+    state = torch.load(io.BytesIO(saved[0]), weights_only=True)
+    fit(again, train, valid, cfg, generator(0, "train"), progress=False, state=state)
+    for (name, a), b in zip(again.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 def test_cli_trains_with_delays(tmp_path):
     out = tmp_path / "run"
     flags = ["--epochs", "2", "--train-batches", "2", "--test-batches", "1", "--batch-size", "16", "--hidden", "5",
