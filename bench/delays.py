@@ -195,7 +195,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     densities = [float(v) for v in args.densities.split(",")]
     with_dcls = not args.no_dcls and _dcls() is not None
-    fastsnn.delayed_projection(*problem(0.5, device=device)[:3], SIGMA, max_delay=MAX_DELAY)  # numba/Triton warm-up
+    fastsnn.delayed_projection(*problem(SEED_DENSITY, device=device)[:3], SIGMA, max_delay=MAX_DELAY)  # warm-up
     results = {"machine": {**machine(), "numba_threads": numba.get_num_threads()},
                "workload": {"B": B, "T": T, "inputs": I, "outputs": O, "max_delay": MAX_DELAY, "sigma": SIGMA},
                "dcls": _dcls_version() if with_dcls else None, "clock": "cpu" if args.cpu_time else "wall",
