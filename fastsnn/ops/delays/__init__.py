@@ -18,7 +18,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .._common import FLOAT_DTYPES, check_scalar, connected, launchers, resolve_backend, state_dtype, upcast
+from .._common import (FLOAT_DTYPES, check_scalar, connected, empty_state, launchers, resolve_backend, state_dtype,
+                       upcast)
 from .reference import NORM_EPS, delay_taps, delayed_projection_ref
 
 __all__ = ["delayed_projection", "DelayedProjectionFunction", "delayed_projection_ref", "delay_taps", "NORM_EPS"]
@@ -42,15 +43,15 @@ def _delayed_projection_fwd(x: Tensor, weight: Tensor, delay: Tensor, sigma: Opt
 def _delayed_projection_bwd(grad: Tensor, x: Tensor, weight: Tensor, delay: Tensor, sigma: Optional[float],
                             max_delay: int, need_dx: bool, need_dw: bool, need_dd: bool,
                             backend: str) -> tuple[Tensor, Tensor, Tensor]:
-    """grad (B, T, O) state dtype -> (dx (B, T, I), dweight (I, O), ddelay (I, O)) in the state dtype, zeros
-    where not needed.
+    """grad (B, T, O) state dtype -> (dx (B, T, I), dweight (I, O), ddelay (I, O)) in the state dtype; dx is an
+    empty placeholder unless ``need_dx``, the others zeros where not needed (custom ops return no None).
 
     From the kernel's gradient ``dwk (I, O, K)``: ``dW = sum_k dwk G`` and, with ``r_k = k - D``,
     ``dD = W (sum_k dwk G r_k - dW sum_k G r_k) / sigma^2`` (0 for rounded delays).
     """
     w, d, taps, wk = _kernel(weight, delay, sigma, max_delay, grad.dtype)
     dx, dwk = launchers(backend, "delays").delays_bwd(grad, x, wk, need_dx, need_dw or need_dd)
-    dx = dx if dx is not None else torch.zeros(x.shape, dtype=grad.dtype, device=grad.device)
+    dx = dx if dx is not None else empty_state(grad, grad.dtype)
     dw, dd = torch.zeros_like(w), torch.zeros_like(w)
     if dwk is not None:
         dwk = dwk.permute(0, 2, 1)  # (I, O, K)
@@ -81,7 +82,8 @@ delayed_projection_bwd_op = torch.library.custom_op("fastsnn::delayed_projection
                                                     mutates_args=())
 delayed_projection_bwd_op.register_fake(
     lambda grad, x, weight, delay, sigma, max_delay, need_dx, need_dw, need_dd, backend: (
-        torch.empty_like(x, dtype=grad.dtype), torch.empty_like(weight, dtype=grad.dtype),
+        torch.empty_like(x, dtype=grad.dtype) if need_dx else empty_state(grad, grad.dtype),
+        torch.empty_like(weight, dtype=grad.dtype),
         torch.empty_like(weight, dtype=grad.dtype)))
 delayed_projection_op = torch.library.custom_op("fastsnn::delayed_projection", _delayed_projection_fwd,
                                                 mutates_args=())
