@@ -21,12 +21,13 @@ def sync(device: str | torch.device = "cpu") -> None:
 
 
 def alternate(candidates: dict[str, Callable[[], object]], repeats: int, device="cpu", warmup: int = 1,
-              block: int = 1) -> dict:
+              block: int = 1, clock: Callable[[], float] = time.perf_counter) -> dict:
     """Time each candidate in ``repeats`` rounds, interleaved (A B C A B C ...), so that drifts in the
     machine's speed hit all of them alike. In each round a candidate runs ``block + 1`` times in a
     row, as in a training loop, and the first call (the one that finds the caches holding the
     previous candidate's data) is not timed; with ``block=1`` every call follows another candidate.
-    Returns {name: {"median_s", "q20_s", "q80_s", "runs"}} over all timed calls."""
+    Returns {name: {"median_s", "q20_s", "q80_s", "runs"}} over all timed calls. ``clock=time.thread_time``
+    counts this thread's CPU time instead of wall time (single-threaded work on a shared machine)."""
     for fn in candidates.values():
         for _ in range(warmup):
             fn()
@@ -38,10 +39,10 @@ def alternate(candidates: dict[str, Callable[[], object]], repeats: int, device=
                 fn()
                 sync(device)
             for _ in range(block):
-                start = time.perf_counter()
+                start = clock()
                 fn()
                 sync(device)
-                times[name].append(time.perf_counter() - start)
+                times[name].append(clock() - start)
     out = {}
     for name, ts in times.items():
         q = statistics.quantiles(ts, n=5) if len(ts) > 1 else [ts[0]] * 4

@@ -17,6 +17,8 @@
 4. LIF forward + backward at T=32, B=64, N=65536: achieved GB/s against a measured
    device-to-device copy bandwidth.
 5. The seed-size training step eagerly and as a CUDA graph replay.
+6. Learnable delays: ``bench.delays --device cuda`` (fastsnn's Triton kernels against a dense conv1d
+   and dcls); their equivalence tests, tests/test_delays.py, run in 1.
 It prints a short table last and writes bench/results/gpu_check-<date>.json; the exit status is
 non-zero when a test or a check of 2 fails.
 """
@@ -36,7 +38,7 @@ import torch.nn.functional as F
 
 import fastsnn
 
-from . import report
+from . import delays, report
 from .common import RESULTS, alternate, machine
 from .workloads import ALPHA, WORKLOADS, _network, make_inputs
 
@@ -220,6 +222,7 @@ def main(argv=None) -> int:
     bw = copy_bandwidth()
     lif = lif_bandwidth()
     graph = graph_step()
+    delays.main(["--device", "cuda", "--repeats", "9"])  # fastsnn-triton vs dense conv1d vs dcls on the GPU
     seed_step = next(r for r in rep["rows"] if r["workload"] == "seed" and r["op"] == "train_step")["median_ms"]
     out = {"machine": machine(), "tests_rc": tests_rc, "lif_family": family, "membrane_probe": probe,
            "copy_GBps": bw, "lif": lif, "graph_step": graph, "seed_step_ms": seed_step}

@@ -83,6 +83,12 @@ FUSED = ("lif_bwd_kernel", "leaky_readout_bwd_kernel", "leaky_readout_sum_bwd_ke
 # (16, 32, 64), N == 1 and M == K == 1 specialized, N a multiple of 16 and not
 SPIKE_SHAPES = [(M, K, N) for N in (1, 17, 32, 64) for M, K in ((1, 1), (6400, 200))]
 SPIKE_EXTREMES = [(1, 1, 1), (6400, 200, 64)]
+# (B, T, I, O) of a delayed projection x (B, T, I) -> h (B, T, O): each of T, I, O at 1 (== 1
+# specialized, block 16), 17 (block 32, not a multiple of 16) and 64 (block 32, a multiple of 16), so
+# every (BLOCK_T, BLOCK_I, BLOCK_O) kernels/delays.py can choose; B == 1 with T == 1
+DELAY_SHAPES = [(1 if T == 1 else 3, T, I, O) for T in (1, 17, 64) for I in (1, 17, 64) for O in (1, 17, 64)]
+DELAY_EXTREMES = [(1, 1, 1, 1), (3, 64, 64, 64)]
+DELAY_TAPS = 26  # K = max_delay + 1 of the README's delay runs (--max-delay 25)
 
 
 def _interpreting() -> bool:
@@ -241,6 +247,23 @@ def _spikes(launch: Launch, T: int) -> None:
         event_weight_grad(bits, torch.empty(M, N, dtype=_torch_dtype(launch.dtype)))
 
 
+def _delays(launch: Launch, T: int) -> None:
+    """fastsnn.ops.delays' Triton path: the forward and each half of the backward (the input gradient,
+    the kernel gradient) for x in its own dtype. The launcher picks BLOCK_T from T, so the shape holds T
+    and the T of the call is not used."""
+    import torch
+
+    from fastsnn.kernels.delays import delays_bwd, delays_fwd
+
+    B, T, I, O = launch.shape
+    part = dict(launch.flags)["part"]
+    x, wk = torch.empty(B, T, I, dtype=_torch_dtype(launch.dtype)), torch.empty(I, DELAY_TAPS, O)
+    if part == "fwd":
+        delays_fwd(x, wk)
+    else:
+        delays_bwd(torch.empty(B, T, O), x, wk, part == "dx", part == "dwk")
+
+
 @dataclass(frozen=True)
 class Launcher:
     call: object  # (Launch, T) -> None: calls the launcher
@@ -267,6 +290,9 @@ LAUNCHERS = {
     # x @ w of the seed's hidden layer: x (B * T, inputs) = (6400, 200), w (200, 30)
     "spikes": Launcher(_spikes, (*DTYPES, "fp64"), lambda: {"part": ("pack", "matmul", "wgrad")},
                        (6400, 200, 30), lambda: SPIKE_SHAPES, lambda: SPIKE_EXTREMES),
+    # the seed's hidden layer with delays: x (64, 100, 200), W (200, 30)
+    "delays": Launcher(_delays, DTYPES, lambda: {"part": ("fwd", "dx", "dwk")}, (64, 100, 200, 30),
+                       lambda: DELAY_SHAPES, lambda: DELAY_EXTREMES),
 }
 
 
@@ -278,6 +304,8 @@ def _valid(launcher: str, flags: dict, dtype: str) -> bool:
         return False  # only leaky_readout_sum's saved h keeps a 16-bit dtype
     if launcher == "spikes" and flags["part"] != "pack" and dtype not in ("fp32", "fp64"):
         return False  # the products run in the work dtype
+    if launcher == "delays" and flags["part"] == "dx" and dtype != "fp32":
+        return False  # the input gradient reads only the (float32) gradient and kernel
     return True
 
 

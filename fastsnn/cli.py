@@ -68,6 +68,8 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
                    help="filter-and-fire: range of the segments' rise times (ms), drawn uniformly")
     g.add_argument("--decay-ms-range", type=_range, default=(m.decay_ms_min, m.decay_ms_max), metavar="MIN,MAX",
                    help="filter-and-fire: range of the segments' decay times (ms), drawn uniformly above 1.5 x rise")
+    g.add_argument("--max-delay", type=int, default=m.max_delay,
+                   help="learnable synaptic delays on the input projection, in [0, MAX_DELAY] steps (0: none)")
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, default=t.epochs, help="maximum epochs (early stopping may end sooner)")
     g.add_argument("--lr", type=float, default=t.lr, help="Adam learning rate")
@@ -88,6 +90,9 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=t.seed, help="seed of every random stream of the run")
     g.add_argument("--device", choices=DEVICES, default=t.device)
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--delay-lr", type=float, default=t.delay_lr, help="Adam learning rate of the delays (steps)")
+    g.add_argument("--sigma-anneal-epochs", type=int, default=t.sigma_anneal_epochs,
+                   help="epochs over which the delay kernels narrow from max_delay/2 to their final width")
     g.add_argument("--out", default=None, help="run folder (default: runs/<timestamp>)")
     g.add_argument("--quiet", action="store_true", help="no progress bar, print only the final metrics")
 
@@ -115,7 +120,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                         ie_ratio=args.ie_ratio, dale_mask=args.dale_mask, backend=args.backend,
                         readout=args.readout, spike_dropout=args.spike_dropout, segments=args.segments,
                         rise_ms_min=args.rise_ms_range[0], rise_ms_max=args.rise_ms_range[1],
-                        decay_ms_min=args.decay_ms_range[0], decay_ms_max=args.decay_ms_range[1])
+                        decay_ms_min=args.decay_ms_range[0], decay_ms_max=args.decay_ms_range[1],
+                        max_delay=args.max_delay)
     for name in ("train_batches", "test_batches"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -126,7 +132,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                     valid_samples=args.train_batches * args.batch_size,
                     test_samples=args.test_batches * args.batch_size, restore_best=not args.keep_final,
                     seed=args.seed, device=args.device, threads=args.threads, validation=not args.no_validation,
-                    loss_scale=args.loss_scale, rate_target_hz=args.rate_target_hz, rate_weight=args.rate_weight)
+                    loss_scale=args.loss_scale, rate_target_hz=args.rate_target_hz, rate_weight=args.rate_weight,
+                    delay_lr=args.delay_lr, sigma_anneal_epochs=args.sigma_anneal_epochs)
     return RunConfig(stimulus, model, train)
 
 

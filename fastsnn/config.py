@@ -138,8 +138,10 @@ class ModelConfig:
     rise_ms_max: float = 2.0
     decay_ms_min: float = 3.0
     decay_ms_max: float = 8.0
+    max_delay: int = 0  # learnable synaptic delays on the input projection, in [0, max_delay] steps; 0: none
 
     def __post_init__(self):
+        _count("max_delay", self.max_delay, 0)
         _count("hidden", self.hidden)
         _positive("tau_ms", self.tau_ms)
         if self.readout_tau_ms is not None:
@@ -204,8 +206,12 @@ class TrainConfig:
     validation: bool = True
     rate_target_hz: float = 0.0
     rate_weight: float = 0.0
+    delay_lr: float = 0.1  # Adam learning rate of the synaptic delays (steps), with max_delay > 0
+    sigma_anneal_epochs: int = 20  # epochs over which the delay kernels narrow to their final width
 
     def __post_init__(self):
+        _positive("delay_lr", self.delay_lr)
+        _count("sigma_anneal_epochs", self.sigma_anneal_epochs)
         _count("epochs", self.epochs)
         _positive("lr", self.lr)
         _count("batch_size", self.batch_size)

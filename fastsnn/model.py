@@ -22,6 +22,7 @@ class IPDNetwork(nn.Module):
                       binary_input=_binary_input(model.backend), generator=generator)
         neuron = dict(tau_ms=model.tau_ms, threshold=model.threshold, beta=model.beta,
                       detach_reset=model.detach_reset, spike=model.spike, reset=model.reset, surrogate=model.surrogate)
+        neuron["max_delay"] = model.max_delay  # learnable delays on the input projection (0: none)
         if model.neuron == "alif":
             neuron.update(tau_adapt_ms=model.tau_adapt_ms, adapt=model.adapt)
         layer = ALIF if model.neuron == "alif" else LIF

@@ -58,7 +58,7 @@ class _Projected(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, *, tau_ms: float, dt_ms: float, learn_tau: bool,
                  dales_law: bool, ie_ratio: float, dale_mask: str, backend: str, binary_input: bool,
-                 generator: torch.Generator | None, segments: int = 1):
+                 generator: torch.Generator | None, segments: int = 1, max_delay: int = 0):
         super().__init__()
         for name, value in (("in_features", in_features), ("out_features", out_features), ("segments", segments)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -83,6 +83,18 @@ class _Projected(nn.Module):
         else:
             self.log_tau = None
             self._tau_ms = float(tau_ms)
+        self._init_delays(max_delay, generator)
+
+    def _init_delays(self, max_delay: int, generator: torch.Generator | None) -> None:
+        """With ``max_delay`` > 0, a learnable delay per synapse, uniform in [0, max_delay] steps (drawn after
+        every other parameter, so that a layer without delays draws what it always drew)."""
+        if isinstance(max_delay, bool) or not isinstance(max_delay, int) or max_delay < 0:
+            raise ValueError(f"max_delay must be an integer >= 0 (steps; 0: no delays), got {max_delay!r}")
+        self.max_delay = max_delay
+        self.delay = None
+        if max_delay:
+            self.delay = nn.Parameter(torch.empty(self.weight.shape).uniform_(0, max_delay, generator=generator))
+            self.sigma = delay_sigma(max_delay, 0, 1)
 
     @property
     def tau_ms(self) -> float | torch.Tensor:
@@ -104,6 +116,9 @@ class _Projected(nn.Module):
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
+        if self.delay is not None:  # training: Gaussian kernels of width sigma; evaluation: rounded delays
+            return ops.delayed_projection(x, self.effective_weight(), self.delay, self.sigma if self.training else None,
+                                          max_delay=self.max_delay, backend=self.backend)
         if self.binary_input:
             return ops.spike_matmul(x, self.effective_weight())
         return torch.matmul(x, self.effective_weight())
@@ -194,6 +209,11 @@ class LIF(_Projected):
     (:func:`fastsnn.spike_matmul`). ``dendrites`` (a :class:`DendriticFilter` of ``out_features`` units)
     makes the layer filter-and-fire: W then holds ``dendrites.segments`` columns per neuron, and their
     filtered currents, summed per neuron, drive it.
+
+    ``max_delay`` > 0 gives each synapse (each column of W, segments included) a learnable delay in
+    [0, max_delay] steps (parameter ``delay``): the projection is then :func:`fastsnn.delayed_projection`,
+    with Gaussian kernels of width ``sigma`` in training mode (set it per epoch with :func:`anneal_delays`)
+    and delays rounded in eval mode.
     """
 
     def __init__(self, in_features: int, out_features: int, *, tau_ms: float = 5.0, dt_ms: float = 1.0,
@@ -201,13 +221,13 @@ class LIF(_Projected):
                  reset: str = "zero", surrogate: str = "sigmoid", fire: str = ">", learn_tau: bool = False,
                  dales_law: bool = False, ie_ratio: float = 0.5, dale_mask: str = "contiguous",
                  backend: str = "auto", binary_input: bool = False, generator: torch.Generator | None = None,
-                 dendrites: DendriticFilter | None = None):
+                 dendrites: DendriticFilter | None = None, max_delay: int = 0):
         if dendrites is not None and dendrites.units != out_features:
             raise ValueError(f"dendrites must have out_features = {out_features} units, got {dendrites.units}")
         super().__init__(in_features, out_features, tau_ms=tau_ms, dt_ms=dt_ms, learn_tau=learn_tau,
                          dales_law=dales_law, ie_ratio=ie_ratio, dale_mask=dale_mask, backend=backend,
                          binary_input=binary_input, generator=generator,
-                         segments=dendrites.segments if dendrites is not None else 1)
+                         segments=dendrites.segments if dendrites is not None else 1, max_delay=max_delay)
         self.dendrites = dendrites
         self.options = dict(threshold=threshold, beta=beta, detach_reset=detach_reset, spike=spike, reset=reset,
                             surrogate=surrogate, fire=fire)
@@ -296,3 +316,46 @@ class LeakyReadout(_Projected):
         if self.backend == "reference" or isinstance(alpha, torch.Tensor):
             return None
         return _time_weights(alpha, steps, dtype, device)
+
+
+# --- learnable delays ---------------------------------------------------------------------------------
+
+# The published schedule (dcls's SNN-delays): dcls's SIG decays exponentially from max_delay / 2 to 0.23
+# over the annealing epochs; the Gaussian's standard deviation is SIG + 0.27, so 0.5 steps at the end.
+DELAY_SIG_END = 0.23
+DCLS_SIG_FLOOR = 0.27
+
+
+def delay_sigma(max_delay: int, epoch: int, anneal_epochs: int) -> float:
+    """Width (steps) of the delay kernels in training epoch ``epoch`` (0-based):
+    ``SIG0 (0.23 / SIG0)^(min(epoch, anneal_epochs) / anneal_epochs) + 0.27`` with ``SIG0 = max_delay / 2``."""
+    start = max(max_delay / 2, DELAY_SIG_END)
+    return start * (DELAY_SIG_END / start) ** (min(epoch, anneal_epochs) / anneal_epochs) + DCLS_SIG_FLOOR
+
+
+def delay_layers(model: nn.Module) -> list[_Projected]:
+    return [m for m in model.modules() if isinstance(m, _Projected) and m.delay is not None]
+
+
+def anneal_delays(model: nn.Module, epoch: int, anneal_epochs: int) -> None:
+    """Set every delay layer's kernel width for training epoch ``epoch`` (:func:`delay_sigma`)."""
+    for layer in delay_layers(model):
+        layer.sigma = delay_sigma(layer.max_delay, epoch, anneal_epochs)
+
+
+@torch.no_grad()
+def clamp_delays_(model: nn.Module) -> None:
+    """Clip every delay back into [0, max_delay] (after an optimizer step, as dcls's ``clamp_parameters``)."""
+    for layer in delay_layers(model):
+        layer.delay.clamp_(0, layer.max_delay)
+
+
+def delay_param_groups(model: nn.Module, lr: float, delay_lr: float) -> list[dict]:
+    """Optimizer parameter groups: the delays at ``delay_lr``, everything else at ``lr``; one group when
+    the model has no delays (so that optimizer states saved before delays existed still load)."""
+    delays = {id(layer.delay) for layer in delay_layers(model)}
+    rest = [p for p in model.parameters() if id(p) not in delays]
+    if not delays:
+        return [{"params": rest, "lr": lr}]
+    return [{"params": rest, "lr": lr},
+            {"params": [p for p in model.parameters() if id(p) in delays], "lr": delay_lr}]

@@ -237,13 +237,15 @@ def _figures(out: Path, label: str, result: Evaluation, num_classes: int) -> Non
     _save(out, f"confusion_{label}.png", lambda path: plots.confusion_matrix(result, path, label))
 
 
-def _kernels_cached(backend: str) -> bool:
+def _kernels_cached(backend: str, delays: bool = False) -> bool:
     """Whether numba's disk cache holds compiled code for the CPU kernels this run calls (False on a
     first run, where compiling them takes ~30 s). The LIF kernels are made per neuron variant; their
-    variants share one cache index, so any cached variant counts."""
+    variants share one cache index, so any cached variant counts. ``delays``: the run has learnable
+    delays (their kernels too)."""
     from numba.core.dispatcher import Dispatcher
 
     from .cpu import stimulus
+    from .ops.delays import cpu as delay_kernels
     from .ops.lif import cpu as lif
     from .ops.spikes import cpu as spikes
 
@@ -259,6 +261,7 @@ def _kernels_cached(backend: str) -> bool:
     # a module counts when any of its kernels is cached: a run need not call all of them (the
     # spike projection picks its path by density), and they compile together on a first run
     modules = [stimulus, spikes] if backend == "cpu" else [stimulus]
+    modules += [delay_kernels] if backend == "cpu" and delays else []
     groups = [[k for k in vars(m).values() if disk_cached(k)] for m in modules]
     if backend == "cpu":
         groups += [[lif.lif_fwd_kernel(False, 0, False)], [lif.lif_bwd_kernel(False, 0, False)]]
@@ -300,7 +303,7 @@ def train_run(config: RunConfig, out: Path | None = None, progress: bool = True,
         train_set, valid_set, test_set = (dataset(config, which, tc.seed, device) if which != "valid" or tc.validation
                                           else None for which in ("train", "valid", "test"))
         backend = resolve_backend(config.model.backend, device)
-        if progress and device.type == "cpu" and not _kernels_cached(backend):
+        if progress and device.type == "cpu" and not _kernels_cached(backend, config.model.max_delay > 0):
             print("compiling CPU kernels (first run only, ~30 s)", file=sys.stderr, flush=True)
         result = fit(model, train_set, valid_set, tc, generator(tc.seed, "train"), progress=progress, state=state,
                      on_epoch=lambda s: _save_epoch(out, {**s, "config": config.to_dict(), "seconds": elapsed()}))

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .config import LOSS_SCALES, TrainConfig
+from .nn import anneal_delays, clamp_delays_, delay_param_groups
 from .stimulus import IPDDataset
 
 
@@ -89,7 +90,8 @@ def fit(model: torch.nn.Module, train_set: IPDDataset, valid_set: IPDDataset | N
     Given that ``state`` back with a model built alike, the same data and ``cfg``, ``fit`` continues
     from there exactly as if it had never stopped.
     """
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer = torch.optim.Adam(delay_param_groups(model, cfg.lr, cfg.delay_lr), lr=cfg.lr)
+    optimizer.register_step_post_hook(lambda *_: clamp_delays_(model))  # delays stay in [0, max_delay]
     result = FitResult()
     if state is not None:
         model.load_state_dict(state["model"])
@@ -101,6 +103,7 @@ def fit(model: torch.nn.Module, train_set: IPDDataset, valid_set: IPDDataset | N
                disable=not progress)
     for epoch in bar:
         start = time.perf_counter()
+        anneal_delays(model, epoch, cfg.sigma_anneal_epochs)  # the delay kernels' width for this epoch
         model.train()
         loss = _pass(model, train_set, cfg, generator, optimizer)
         model.eval()

@@ -24,3 +24,9 @@ def lane_tile(B: int, N: int) -> tuple[tuple[int, int], int, int, int]:
     block_b = min(triton.next_power_of_2(B), LANES // block_n)
     grid = (triton.cdiv(B, block_b), triton.cdiv(N, block_n))
     return grid, block_b, block_n, max(1, block_b * block_n // 32)
+
+
+def dot_block(n: int, cap: int = 64) -> int:
+    """A block size for one dimension of a ``tl.dot`` tile: n rounded up to a power of 2, in [16, cap]
+    (``tl.dot`` takes no dimension under 16)."""
+    return max(16, min(cap, triton.next_power_of_2(max(n, 1))))

@@ -35,9 +35,10 @@ VARIANTS = {
     "jitter": ["--phase-jitter", "0.3", "--test-phase-jitter", "0"],
     "filter-and-fire": ["--segments", "3", "--spike", "same_step"],
     "alif-zero": ["--neuron", "alif", "--reset", "zero"],
+    "delays": ["--max-delay", "4", "--sigma-anneal-epochs", "1"],
     "alif-subtract-everything": ["--neuron", "alif", "--reset", "subtract", "--readout", "spiking", "--segments", "2",
                                  "--spike-dropout", "0.1", "--rate-weight", "1e-4", "--phase-jitter", "0.2",
-                                 "--phase-offset", "fixed"],
+                                 "--phase-offset", "fixed", "--max-delay", "3"],
 }
 
 
@@ -437,6 +438,21 @@ def test_filter_and_fire_network_matches_the_reference_backend():
     scores, grads = scores_and_grads(fast, x)
     ref_scores, ref_grads = scores_and_grads(ref, x)
     assert_close("scores", scores, ref_scores, rtol=1e-5, atol=1e-5)
+    for name in grads:
+        assert_close(f"d{name}", grads[name], ref_grads[name], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["gaussian-taps", "rounded-delays"])
+def test_filter_and_fire_with_delays_matches_the_reference_backend(training):
+    # each segment's column of W has its own delays (the delay parameter has W's shape), then the filters
+    fast, ref = fast_and_reference("sum", segments=2, spike="same_step", max_delay=4)
+    assert fast.hidden.delay.shape == fast.hidden.weight.shape == (32, 22)
+    fast.train(training), ref.train(training)
+    x = inputs()
+    scores, grads = scores_and_grads(fast, x)
+    ref_scores, ref_grads = scores_and_grads(ref, x)
+    assert_close("scores", scores, ref_scores, rtol=1e-5, atol=1e-5)
+    assert set(grads) == set(ref_grads) and "hidden.delay" in grads
     for name in grads:
         assert_close(f"d{name}", grads[name], ref_grads[name], rtol=1e-4, atol=1e-5)
 
