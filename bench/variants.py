@@ -53,6 +53,7 @@ VARIANTS = {
     "filter-and-fire": {"--segments": "3", "--spike": "same_step"},
     "alif zero reset": {"--neuron": "alif", "--reset": "zero"},
     "alif subtract reset": {"--neuron": "alif", "--reset": "subtract"},
+    "learnable delays": {"--max-delay": "25"},
 }
 COLUMNS = ("protocol", "variant", "seed", "command", "test_accuracy", "test_abs_error_deg", "train_accuracy",
            "epochs", "wall_seconds", "threads", "finished")
