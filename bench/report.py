@@ -1,6 +1,7 @@
 """Side-by-side report: every backend on every workload, measured alternately in one run.
 
     python -m bench.report [--workloads seed,long] [--repeats 7] [--no-memory] [--out DIR]
+    python -m bench.report --replot bench/results/cpu-2026-11-29.json    # redraw a saved run's chart
 
 Prints a table of medians, speedups over the seed's own loop and memory ratios, and writes
 bench/results/<device>-<date>.{json,md} plus a bar chart PNG. Peak memory on CPU is measured
@@ -121,7 +122,9 @@ def chart(result: dict, path) -> None:
     ax.set_yscale("log")
     ax.axhline(1, color="gray", lw=0.8)
     ax.set_ylabel("training step speedup over the seed's loop")
-    ax.set_title(f"{result['machine'].get('gpu', 'CPU')}: forward + loss + backward")
+    m = result["machine"]
+    device = m.get("gpu") or f"{m['cpu']}, {m['threads']} threads"
+    ax.set_title(f"{device}, {m['date']}: forward + loss + backward", fontsize=9, wrap=True)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)
@@ -134,7 +137,14 @@ def main(argv=None) -> dict:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", type=Path, default=RESULTS, help="folder for <device>-<date>.{json,md,png}")
+    p.add_argument("--replot", type=Path, default=None, metavar="JSON",
+                   help="measure nothing: redraw the chart (PNG beside it) of a saved report JSON")
     args = p.parse_args(argv)
+    if args.replot is not None:
+        result = json.loads(args.replot.read_text())
+        chart(result, args.replot.with_suffix(".png"))
+        print(f"wrote {args.replot.with_suffix('.png')}")
+        return result
     workloads = args.workloads.split(",")
     unknown = set(workloads) - set(WORKLOADS)
     if unknown:
