@@ -22,8 +22,17 @@ as a spill; these kernels have no local arrays or calls), shared memory from the
 metadata, FMAs from its PTX (and, for one default specialization per ``UNFUSED`` kernel and arch,
 its SASS: disassembling costs ~0.4 CPU s a kernel).
 
-What the two sets compile. The product of every axis is ~500 specializations per arch at one
-shape and ~8 000 over the block shapes, at ~0.1 CPU s each to a cubin, so:
+What the two sets compile. Every flag pattern x neuron variant x input dtype is ~1 500
+specializations per arch at one shape; times every block shape it is ~23 000, at ~0.1 CPU s each
+to a cubin. The shape axis matters where a kernel's per-thread work depends on it, and only there
+is it multiplied out:
+
+- the time loops (``lif_*``, ``leaky_readout_*``) give each thread one lane (``lane_tile``:
+  ``num_warps = BLOCK_B * BLOCK_N / 32``, at most one lane a thread when the block is smaller),
+  so a thread's code and registers are those of the flag pattern, whatever the block: their
+  block shapes are compiled with the longest code path only;
+- the tiled kernels (spike projections, delays: ``tl.dot`` and bit tiles) hold a tile a program,
+  so their registers grow with the block: every flag pattern x dtype x block shape.
 
 - ``full`` (the table; ``@pytest.mark.slow``, which CI runs):
   1. *Every* flag pattern x neuron variant x input dtype, at the seed's shapes, through Triton's
@@ -31,13 +40,12 @@ shape and ~8 000 over the block shapes, at ~0.1 CPU s each to a cubin, so:
      error in any combination fails here. Triton IR does not depend on the target for these
      kernels (the same text for sm_80 and sm_90), so this runs once, for sm_90; a pass is
      remembered in Triton's cache.
-  2. To cubin, per arch: the ``default`` set and a pairwise covering of the specializations of 1
-     (per kernel, every value and every pair of values of its constexprs and input dtype occur
-     together in a compiled one; greedy, deterministic).
-  3. To cubin, per arch: every shape of the launcher's ``shapes`` (``lane_shapes`` for the time
-     loops: each BLOCK_N that ``lane_tile`` returns with BLOCK_B at both ends, B == 1 and N == 1
-     specialized; ``SPIKE_SHAPES`` for the spike projections) with, per kernel, the specialization
-     of 2 that has the most PTX instructions (its longest code path).
+  2. To cubin, per arch: *every* specialization of 1, and the ``default`` set.
+  3. To cubin, per arch: the tiled kernels' every flag pattern x dtype x shape of the launcher's
+     ``shapes`` (``SPIKE_SHAPES``, ``DELAY_SHAPES``: every block they can choose, with the integer
+     specializations), and the time loops' every shape of ``lane_shapes`` (each BLOCK_N that
+     ``lane_tile`` returns with BLOCK_B at both ends, B == 1 and N == 1 specialized) with, per
+     kernel, the specialization of 2 that has the most PTX instructions (its longest code path).
 - ``default`` (every test run; part of ``full``): the seed's neuron and the richest one (adaptive,
   same-step, subtract-next, atan, >=) with the other flags all off and all on, float32, at the
   seed's shapes; the all-on pattern also at the smallest and the largest block and in bfloat16;
@@ -77,6 +85,14 @@ DTYPES = ("fp32", "bf16", "fp16")  # what the time-loop ops take (float64 runs o
 T_STEPS = (1, 16, 17)  # do_not_specialize=["T"]: every T must give the same specialization
 # docs/kernel_contract.md, "Floating-point contraction on the GPU": these launch with enable_fp_fusion=False
 # and must have no FMA (their spikes equal the reference's bit for bit); their backward kernels launch fused
+# launchers whose kernels hold a tile a program (registers grow with the block): every shape x every flag pattern
+TILED = ("spikes", "delays")
+# the time loops (one lane a thread at every block): their block shapes compile with the longest code path only,
+# which problems() accepts while each of their specializations stays under LANE_REGS_MAX registers a thread
+# (half of the 255 a thread may use; at most 4 warps a program, so the block never lowers that limit)
+LANE_KERNELS = ("lif_fwd_kernel", "lif_bwd_kernel", "leaky_readout_fwd_kernel", "leaky_readout_bwd_kernel",
+                "leaky_readout_sum_fwd_kernel", "leaky_readout_sum_bwd_kernel")
+LANE_REGS_MAX = 128
 UNFUSED = ("lif_fwd_kernel", "leaky_readout_fwd_kernel", "leaky_readout_sum_fwd_kernel")
 FUSED = ("lif_bwd_kernel", "leaky_readout_bwd_kernel", "leaky_readout_sum_bwd_kernel")
 # (M, K, N) of a spike projection x (M, K) @ w (K, N): every BLOCK_N of kernels/spikes.py's _block_n
@@ -84,8 +100,8 @@ FUSED = ("lif_bwd_kernel", "leaky_readout_bwd_kernel", "leaky_readout_sum_bwd_ke
 SPIKE_SHAPES = [(M, K, N) for N in (1, 17, 32, 64) for M, K in ((1, 1), (6400, 200))]
 SPIKE_EXTREMES = [(1, 1, 1), (6400, 200, 64)]
 # (B, T, I, O) of a delayed projection x (B, T, I) -> h (B, T, O): each of T, I, O at 1 (== 1
-# specialized, block 16), 17 (block 32, not a multiple of 16) and 64 (block 32, a multiple of 16), so
-# every (BLOCK_T, BLOCK_I, BLOCK_O) kernels/delays.py can choose; B == 1 with T == 1
+# specialized, block 16), 17 (block 32, not a multiple of 16) and 64 (block 32, a multiple of 16; the
+# reduced dimension's block is always 16), so every block kernels/delays.py can choose; B == 1 with T == 1
 DELAY_SHAPES = [(1 if T == 1 else 3, T, I, O) for T in (1, 17, 64) for I in (1, 17, 64) for O in (1, 17, 64)]
 DELAY_EXTREMES = [(1, 1, 1, 1), (3, 64, 64, 64)]
 DELAY_TAPS = 26  # K = max_delay + 1 of the README's delay runs (--max-delay 25)
@@ -620,37 +636,6 @@ def describe(spec: Spec) -> dict:
 
 # --- choosing what goes to cubin ----------------------------------------------------------------------------
 
-def _features(spec: Spec) -> dict:
-    """Every constexpr parameter's value (BLOCK_* aside) and the input dtype."""
-    d = json.loads(spec.data)
-    fn = _kernel_object(spec.kernel)
-    consts = {fn.arg_names[k[0]]: v for k, v in zip(d["constant_keys"], d["constant_vals"]) if len(k) == 1}
-    feats = {p.name: repr(consts.get(p.name)) for p in fn.params if p.is_constexpr and not p.name.startswith("BLOCK_")}
-    return {**feats, "dtype": describe(spec)["dtype"]}
-
-
-def pairwise(specs: list[Spec]) -> list[Spec]:
-    """A greedy covering of ``specs`` (one kernel, one arch): every value and every pair of values of
-    the features (constexprs, dtype) that occurs in some spec occurs in a chosen one."""
-    feats = [_features(s) for s in specs]
-    pairs = [{(a, fa[a]) for a in fa} | {(a, fa[a], b, fa[b]) for a, b in itertools.combinations(sorted(fa), 2)}
-             for fa in feats]
-    todo = set().union(*pairs) if pairs else set()
-    chosen = []
-    while todo:
-        best = max(range(len(specs)), key=lambda i: (len(pairs[i] & todo), -i))
-        chosen.append(specs[best])
-        todo -= pairs[best]
-    return chosen
-
-
-def by_kernel_arch(specs):
-    groups = {}
-    for s in specs:
-        groups.setdefault((s.kernel, s.arch), []).append(s)
-    return groups
-
-
 def richest(rows_specs) -> dict:
     """{arch: launches}: per kernel and arch, a launch of the specialization with the most PTX
     instructions (the longest code path; of those the most registers, then shared memory; the first of equals)."""
@@ -675,13 +660,12 @@ class Runner:
         self.frontend = []  # (row fields, result) of the ttir stage
         self.problems = []
         self.error_texts = {}  # short error -> its full text (source excerpt included), once
-        self.pool = multiprocessing.get_context("fork").Pool(jobs) if jobs > 1 else None
+        # compiles run in worker processes even with one job: a compile in this process would fill the
+        # kernels' in-process caches, and a later recording of the same specialization would try to launch it
+        self.pool = multiprocessing.get_context("fork").Pool(max(1, jobs))
 
     def map(self, jobs):
-        if self.pool is None:
-            results = [work(j) for j in jobs]
-        else:
-            results = self.pool.map(work, jobs, chunksize=4 if jobs and jobs[0][0] == "ttir" else 1)
+        results = self.pool.map(work, jobs, chunksize=4 if jobs and jobs[0][0] == "ttir" else 1)
         for res in results:  # rows keep one line; the full text once per message
             if "error" in res:
                 full, res["error"] = res["error"], short_error(res["error"])
@@ -722,9 +706,8 @@ class Runner:
                  f"({sum(r['cpu_s'] for r in results):.1f} CPU s), {n_err} errors")
 
     def close(self):
-        if self.pool is not None:
-            self.pool.close()
-            self.pool.join()
+        self.pool.close()
+        self.pool.join()
 
 
 def _seed_fp32(spec: Spec) -> bool:
@@ -752,13 +735,15 @@ def run(which: str, archs=ARCHS, jobs: int = 2, log=print) -> dict:
             flags = r.record(all_flag_launches())
             # Triton IR does not depend on the target here (identical for sm_80 and sm_90): once, for the newest
             r.ttir([s for s in flags if s.arch == max(archs)], "1 every flag pattern x dtype")
-            cover = [s for group in by_kernel_arch(flags).values() for s in pairwise(group)]
-            r.cubin(default + cover, "2 pairwise covering + default set", sass=lambda s: s.id in sass_sample)
+            r.cubin(default + flags, "2 every flag pattern x dtype + default set", sass=lambda s: s.id in sass_sample)
+            tiles = r.record([x for name in TILED for x in launches(name, flag_patterns(name), LAUNCHERS[name].dtypes,
+                                                                    LAUNCHERS[name].shapes())])
+            r.cubin(tiles, "3 tiled kernels: every flag pattern x dtype x block shape")
             shapes = []
-            for arch, picks in richest(list(r.rows.values())).items():
+            for arch, picks in richest([rs for rs in r.rows.values() if rs[1].launches[0].launcher not in TILED]).items():
                 shapes += r.record([dataclasses.replace(x, shape=shape) for x in picks
                                     for shape in LAUNCHERS[x.launcher].shapes()], [arch])
-            r.cubin(shapes, "3 every block shape, richest specialization")
+            r.cubin(shapes, "3 time loops: every block shape, richest specialization")
         else:
             r.cubin(default, "default set", sass=lambda s: s.id in sass_sample)
     finally:
@@ -826,6 +811,12 @@ def problems(payload: dict) -> list[str]:
         if row.get("fp_fusion_default"):
             add("FP fusion left to Triton's default (it changes in Triton 3.10)", row,
                 "its launcher passes no enable_fp_fusion")
+    # the time loops' block shapes are compiled with their longest code path only (module docstring): that
+    # stands while every pattern stays far under the 255 registers a thread may use at any block they launch
+    for row in payload["rows"]:
+        if "error" not in row and row["kernel"] in LANE_KERNELS and row["regs"] > LANE_REGS_MAX:
+            add(f"more than {LANE_REGS_MAX} registers in a time loop (compile its every pattern at every block)", row,
+                f"{row['regs']} registers")
     out = [f"{kind}: {kernel}: {message} ({len(where)} specialization{'s' * (len(where) > 1)}, e.g. {where[0]})"
            for (kind, kernel, message), where in groups.items()]
     out += [f"no launch reaches kernel {k}" for k in sorted(set(payload["kernels_in_package"])

@@ -56,6 +56,7 @@ def delays_bwd_dx_kernel(grad, wk, dx, T, I, O, K, BLOCK_T: tl.constexpr, BLOCK_
     offs_i = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)
     mask_i = offs_i < I
     p_g = grad + b.to(tl.int64) * T * O
+    p_w = wk + offs_i[None, :] * K * O  # (1, BLOCK_I): each input's first tap
     acc = tl.zeros([BLOCK_T, BLOCK_I], dtype=tl.float32)
     for k in range(0, tl.minimum(K, T - t0)):  # taps whose t + k < T for some row of the tile
         dst = offs_t + k
@@ -65,7 +66,7 @@ def delays_bwd_dx_kernel(grad, wk, dx, T, I, O, K, BLOCK_T: tl.constexpr, BLOCK_
             mask_o = offs_o < O
             b_g = tl.load(p_g + dst[:, None] * O + offs_o[None, :],
                           mask=mask_t[:, None] & mask_o[None, :], other=0.0)
-            b_w = tl.load(wk + (offs_i[None, :] * K + k) * O + offs_o[:, None],
+            b_w = tl.load(p_w + k * O + offs_o[:, None],
                           mask=mask_o[:, None] & mask_i[None, :], other=0.0)
             acc += tl.dot(b_g, b_w, input_precision="ieee")
     tl.store(dx + (b.to(tl.int64) * T + offs_t[:, None]) * I + offs_i[None, :], acc,
@@ -104,13 +105,16 @@ def delays_bwd_dwk_kernel(x, grad, dwk, B, T, I, O, K, BLOCK_T: tl.constexpr, BL
 
 # Contraction on (docs/kernel_contract.md): these kernels are sums of products (tl.dot, itself fused
 # multiply-adds), compared with the reference within a tolerance, with no threshold downstream in
-# the kernel; the same options as the time loops' backward kernels.
-DOT_OPTIONS = BWD_OPTIONS
-# Tiles of at most 32 in each dimension, 4 warps: the IEEE float32 tl.dot holds its operands in registers,
-# and 64-wide tiles spilled on sm_80 with 4 warps and with 8 (where ptxas kept to 128 registers a thread;
-# bench/gpu_compile, tests/test_gpu_compile.py). Offsets inside a batch row and inside wk are 32-bit
-# (the launchers check the sizes), which saves a register per address.
+# the kernel; the same options as the time loops' backward kernels. One stage: Triton's software
+# pipelining of the loads (num_stages 2 or 3) made ptxas spill 8-32 bytes on sm_80 at 72-128 registers.
+DOT_OPTIONS = {**BWD_OPTIONS, "num_stages": 1}
+# Output tiles of at most 32 x 32 and a reduction of 16 per tl.dot, 4 warps. The IEEE float32 tl.dot
+# runs on FMAs, each thread holding a whole reduction slice of both operands for its outputs, so
+# registers grow with the reduction: 32 spilled on sm_80, as did 64-wide output tiles with 4 warps and
+# with 8 (bench/gpu_compile, tests/test_gpu_compile.py). Offsets inside a batch row and inside wk are
+# 32-bit (the launchers check the sizes), which saves a register per address.
 BLOCK_CAP = 32
+REDUCE = 16
 
 
 def _blocks(T: int, I: int, O: int, K: int) -> tuple[int, int, int]:
@@ -133,10 +137,11 @@ def delays_fwd(x: torch.Tensor, wk: torch.Tensor) -> torch.Tensor:
     _check_dtype(x)
     B, T, I = x.shape
     _, K, O = wk.shape
+    block_t, _, block_o = _blocks(T, I, O, K)
+    block_i = REDUCE  # the reduction
     if B * T * I * O == 0:
         return torch.zeros(B, T, O, device=x.device, dtype=torch.float32)
     h = torch.empty(B, T, O, device=x.device, dtype=torch.float32)
-    block_t, block_i, block_o = _blocks(T, I, O, K)
     grid = (B * triton.cdiv(T, block_t), triton.cdiv(O, block_o))
     delays_fwd_kernel[grid](x.contiguous(), wk.float().contiguous(), h, T, I, O, K,
                             BLOCK_T=block_t, BLOCK_I=block_i, BLOCK_O=block_o, **DOT_OPTIONS)
@@ -157,7 +162,7 @@ def delays_bwd(grad: torch.Tensor, x: torch.Tensor, wk: torch.Tensor, need_dx: b
             torch.empty(B, T, I, device=grad.device, dtype=torch.float32)
         if not empty:
             block_t, block_i, _ = _blocks(T, I, O, K)
-            block_o = 16  # its reduction; 32 spilled on sm_80 (wk is read transposed here)
+            block_o = REDUCE  # the reduction
             grid = (B * triton.cdiv(T, block_t), triton.cdiv(I, block_i))
             delays_bwd_dx_kernel[grid](grad, wk, dx, T, I, O, K, BLOCK_T=block_t, BLOCK_I=block_i, BLOCK_O=block_o,
                                        **DOT_OPTIONS)
@@ -165,7 +170,8 @@ def delays_bwd(grad: torch.Tensor, x: torch.Tensor, wk: torch.Tensor, need_dx: b
         dwk = torch.zeros(I, K, O, device=grad.device, dtype=torch.float32) if empty else \
             torch.empty(I, K, O, device=grad.device, dtype=torch.float32)
         if not empty:
-            block_t, block_i, block_o = _blocks(T, I, O, K)
+            _, block_i, block_o = _blocks(T, I, O, K)
+            block_t = REDUCE  # the reduction
             grid = (K * triton.cdiv(I, block_i), triton.cdiv(O, block_o))
             delays_bwd_dwk_kernel[grid](x.contiguous(), grad, dwk, B, T, I, O, K,
                                         BLOCK_T=block_t, BLOCK_I=block_i, BLOCK_O=block_o, **DOT_OPTIONS)

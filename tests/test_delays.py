@@ -234,6 +234,14 @@ def test_bad_arguments_fail_in_one_line(changes, kind, message):
     assert "\n" not in str(err.value)
 
 
+def test_triton_launchers_refuse_rows_past_32_bit_offsets():
+    from fastsnn.kernels.delays import delays_fwd
+
+    x = torch.zeros(1, 1, 1).expand(1, 2**16, 2**15)  # T x inputs = 2**31: no memory behind it
+    with pytest.raises(ValueError, match=r"T x inputs, T x outputs and inputs x taps x outputs below 2\*\*31"):
+        delays_fwd(x, torch.zeros(1, 1, 1).expand(2**15, 3, 1))
+
+
 def test_layer_rejects_a_bad_max_delay():
     with pytest.raises(ValueError, match=r"max_delay must be an integer >= 0 \(steps; 0: no delays\), got -2"):
         LIF(4, 3, max_delay=-2)

@@ -3,9 +3,8 @@
 The interpreter (TRITON_INTERPRET=1, which the rest of the suite runs under) checks the kernels'
 arithmetic, not that Triton can compile them. Here ``bench/gpu_compile.py`` records, through the
 launchers themselves, every specialization they can launch and compiles it offline for both
-architectures (Triton's front end for every flag pattern x neuron variant x input dtype; a
-covering set, every block shape included, down to a cubin), in a subprocess without the
-interpreter. A test fails on a compile error, a register spill, an FMA in a time loop's forward
+architectures (every flag pattern x neuron variant x input dtype through Triton's front end and
+down to a cubin, and every block shape), in a subprocess without the interpreter. A test fails on a compile error, a register spill, an FMA in a time loop's forward
 kernel (they launch with ``enable_fp_fusion=False``: ``docs/kernel_contract.md``, Floating-point
 contraction on the GPU), a launch that leaves FP fusion to Triton's default (which changes in
 Triton 3.10), a kernel no launch reaches, or a specialized T.
@@ -102,8 +101,9 @@ def test_time_loop_forwards_do_not_contract_to_fma(default_set):
 
 @pytest.mark.slow
 def test_full_set_compiles_without_spills(full_set):
-    """Every flag pattern x neuron variant x dtype through the front end, a pairwise covering and every
-    block shape to cubin, for sm_80 and sm_90 (see bench/gpu_compile.py)."""
+    """Every flag pattern x neuron variant x dtype through the front end and to cubin, the tiled kernels at
+    every block shape with every pattern, the time loops' block shapes with their longest code path, for
+    sm_80 and sm_90 (see bench/gpu_compile.py)."""
     assert full_set["frontend"]["checked"] and full_set["rows"]
     problems = gpu_compile.problems(full_set)
     assert not problems, report(problems)
