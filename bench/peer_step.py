@@ -87,6 +87,23 @@ def spikingjelly_step(w, x, w1, w2, y):
     return step, net
 
 
+def markdown(result: dict) -> str:
+    m, env, rows = result["machine"], result["environment"], result["rows"]
+    lines = [f"# The seed network's training step: fastsnn vs SpikingJelly ({m['cpu']})", "",
+             f"CPU: {m['cpu']}; torch {m['torch']}, {m['threads']} threads, {m['date']}; SpikingJelly "
+             f"{result['spikingjelly']}; load average {result['load_average']:.1f}; environment {env or 'default'}.",
+             "", "`python -m bench.peer_step` (see its docstring): forward + loss + backward of the same network, "
+             "medians of interleaved rounds, q20-q80 in brackets.", "",
+             "| size (B, T, inputs, hidden) | input density | SpikingJelly ms | fastsnn ms | speedup |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        sj, fs = r["spikingjelly_q20_q80_ms"], r["fastsnn_q20_q80_ms"]
+        lines.append(f"| {r['size']} {tuple(r['shape'][:4])} | {r['density']:g} | {r['spikingjelly_ms']:.1f} "
+                     f"[{sj[0]:.1f}-{sj[1]:.1f}] | {r['fastsnn_ms']:.1f} [{fs[0]:.1f}-{fs[1]:.1f}] | "
+                     f"{r['speedup']:.1f}x |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="wide,seed")
@@ -116,23 +133,11 @@ def main(argv=None) -> dict:
     env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OMP_WAIT_POLICY") if k in os.environ}
     result = {"machine": machine(), "spikingjelly": getattr(spikingjelly, "__version__", "?"), "environment": env,
               "load_average": os.getloadavg()[0], "rows": rows}
-    stem = RESULTS / f"peer-step-{slug(cpu_name())}"
+    threads = torch.get_num_threads()
+    stem = RESULTS / f"peer-step-{slug(cpu_name())}{'' if threads == 2 else f'-{threads}threads'}"
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    m = result["machine"]
-    lines = [f"# The seed network's training step: fastsnn vs SpikingJelly ({m['cpu']})", "",
-             f"CPU: {m['cpu']}; torch {m['torch']}, {m['threads']} threads, {m['date']}; SpikingJelly "
-             f"{result['spikingjelly']}; load average {result['load_average']:.1f}; environment {env or 'default'}.",
-             "", "`python -m bench.peer_step` (see its docstring): forward + loss + backward of the same network, "
-             "medians of interleaved rounds, q20-q80 in brackets.", "",
-             "| size (B, T, inputs, hidden) | input density | SpikingJelly ms | fastsnn ms | speedup |",
-             "|---|---|---|---|---|"]
-    for r in rows:
-        sj, fs = r["spikingjelly_q20_q80_ms"], r["fastsnn_q20_q80_ms"]
-        lines.append(f"| {r['size']} {tuple(r['shape'][:4])} | {r['density']:g} | {r['spikingjelly_ms']:.1f} "
-                     f"[{sj[0]:.1f}-{sj[1]:.1f}] | {r['fastsnn_ms']:.1f} [{fs[0]:.1f}-{fs[1]:.1f}] | "
-                     f"{r['speedup']:.1f}x |")
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    stem.with_suffix(".md").write_text(markdown(result))
     print(f"wrote {stem}.{{json,md}}")
     return result
 

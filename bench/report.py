@@ -130,6 +130,26 @@ def chart(result: dict, path) -> None:
     fig.savefig(path)
 
 
+def peer_tables(result: dict, workloads: list[str], device: torch.device, out: Path) -> str:
+    """Run bench.peers (and on the CPU bench.peer_step) at the report's workloads they know, with its threads;
+    their rows go into ``result``, their tables (markdown) are returned."""
+    from . import peer_step, peers
+
+    threads = str(torch.get_num_threads())
+    sizes = [w for w in workloads if w in peers.SIZES]
+    text = ""
+    if sizes:
+        layer = peers.main(["--sizes", ",".join(sizes), "--threads", threads, "--device", device.type,
+                            "--out", str(out)])
+        result["peers"] = layer["rows"]
+        text += "\n" + peers.markdown(layer).replace("# ", "## ", 1)
+    if device.type == "cpu":
+        step = peer_step.main(["--sizes", ",".join(workloads), "--threads", threads])
+        result["peer_step"] = step["rows"]
+        text += "\n" + peer_step.markdown(step).replace("# ", "## ", 1)
+    return text
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workloads", default=",".join(WORKLOADS))
@@ -137,6 +157,10 @@ def main(argv=None) -> dict:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", type=Path, default=RESULTS, help="folder for <device>-<date>.{json,md,png}")
+    p.add_argument("--peers", action="store_true",
+                   help="also against SpikingJelly and snnTorch, side by side: the neuron layer in each peer-exact "
+                        "configuration (bench.peers) and the whole training step (bench.peer_step, CPU), at the "
+                        "workloads they share")
     p.add_argument("--replot", type=Path, default=None, metavar="JSON",
                    help="measure nothing: redraw the chart (PNG beside it) of a saved report JSON")
     args = p.parse_args(argv)
@@ -152,6 +176,8 @@ def main(argv=None) -> dict:
     device = torch.device(args.device)
     result = measure(workloads, args.repeats, device, not args.no_memory)
     table = markdown(result)
+    if args.peers:
+        table += "\n" + peer_tables(result, workloads, device, args.out)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"{device.type}-{date.today().isoformat()}"

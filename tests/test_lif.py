@@ -178,6 +178,31 @@ def test_family_matches_reference(case):
         assert_grad_close(name, x, y, rtol=rtol)
 
 
+GROUPED = [c for c in FAMILY if c.backend == "cpu" and (c.B, c.N) == (3, 37) and c.T in (13, 63)
+           and (c.dtype == F32) == (c.T == 13)]
+
+
+@pytest.mark.parametrize("case", GROUPED, ids=str)
+def test_cpu_backward_with_several_batch_rows_per_lane(case, monkeypatch):
+    """The numba backward runs ``fastsnn.cpu.launch_group`` batch rows side by side in one lane (2 at the
+    seed's width, when there are lanes enough); forced to 2 on B = 3, a full lane and one holding a
+    single row, every family member still equals the reference."""
+    from fastsnn.ops.lif import cpu as lif_cpu
+
+    monkeypatch.setattr(lif_cpu, "launch_group", lambda B, N, block: 2)
+    test_family_matches_reference(case)
+
+
+def test_launch_group_keeps_four_lanes_a_thread():
+    from fastsnn.cpu import launch_block, launch_group, sync_threads
+
+    threads = sync_threads()
+    assert launch_group(1024, 30, launch_block(1024, 30)) == 2  # 30 neurons pad to 32: 2 rows make 64 values
+    assert launch_group(1024, 1024, launch_block(1024, 1024)) == 1
+    assert launch_group(2 * threads, 30, launch_block(2 * threads, 30)) == 1  # 2 rows a lane would leave 1 lane a thread
+    assert launch_group(0, 30, 30) == 1  # no rows: nothing to group
+
+
 @pytest.mark.parametrize("spike,reset", STRUCTURES, ids=[f"{s}-{r}" for s, r in STRUCTURES])
 @pytest.mark.parametrize("adaptive", [False, True], ids=["lif", "alif"])
 def test_family_inputs_make_fire_matter(spike, reset, adaptive):

@@ -17,8 +17,8 @@ import torch
 from numba import prange, types
 from numba.extending import overload
 
-from fastsnn.cpu import (cpu_kernel, flush_subnormals, lane_span, launch_block, np_view, padded,
-                         restore_subnormals, staged)
+from fastsnn.cpu import (cpu_kernel, flush_subnormals, gather, lane_rows, lane_span, launch_block, launch_group,
+                         np_view, padded, replicated, restore_subnormals, scatter, scatter2, staged)
 
 from .._common import state_dtype
 from .neuron import ATAN, SUBTRACT, SUBTRACT_NEXT, ZERO, Neuron
@@ -159,7 +159,7 @@ def lif_bwd_kernel(same_step: bool, reset: int, adaptive: bool):
 
     @cpu_kernel
     def kernel(g, u, s8, a_saved, alpha, rho, threshold, adapt, beta, atan, detach_reset, need_dalpha, need_drho,
-               weights, block, dh, dalpha_lanes, drho_lanes):
+               weights, block, group, dh, dalpha_lanes, drho_lanes):
         """g, u, a_saved, dh: (B, T, N) state dtype; s8: (B, T, N) uint8; alpha, rho: (N,); dalpha_lanes and
         drho_lanes: (B, N) or empty. With (T,) ``weights`` (empty: none) g is (B, 1, N), the gradient of
         sum_t weights_t s_t, and the kernel uses g_t = weights_t g, never stored.
@@ -173,13 +173,14 @@ def lif_bwd_kernel(same_step: bool, reset: int, adaptive: bool):
         half_pi_beta = g.dtype.type(np.pi / 2) * beta
         summing = weights.shape[0] > 0
         nblk = -(-N // block)
-        for lane in prange(B * nblk):
+        for lane in prange(-(-B // group) * nblk):
             fp_state = flush_subnormals()
-            b, n0, n1 = lane_span(lane, nblk, block, N)
+            b0, rows, n0, n1 = lane_rows(lane, nblk, block, N, group, B)
             m = n1 - n0
-            size = padded(m)
-            al = staged(alpha[n0:n1], size)
-            rh = staged(rho[n0:n1], size) if adaptive else np.zeros(size, g.dtype)
+            pad = padded(m)
+            size = pad * group  # the lane's batch rows side by side, each padded
+            al = replicated(alpha[n0:n1], pad, group)
+            rh = replicated(rho[n0:n1], pad, group) if adaptive else np.zeros(size, g.dtype)
             dv = np.zeros(size, g.dtype)  # delayed: dL/dv_{t+1}; same-step: dL/dv_t
             ds = np.zeros(size, g.dtype)  # delayed: dL/ds_{t+1} but for its path through a_{t+1}
             da = np.zeros(size, g.dtype)  # dL/da_{t+1} (delayed), dL/da_t (same-step)
@@ -202,24 +203,26 @@ def lif_bwd_kernel(same_step: bool, reset: int, adaptive: bool):
             s_prev = np.zeros(size, np.uint8)
             s_next = np.zeros(size, np.uint8)
             bits = np.zeros(size, np.int32)
-            g_sum = staged(g[b, 0, n0:n1], size) if summing else np.zeros(size, g.dtype)  # g has no row 0 if T = 0
+            g_sum = np.zeros(size, g.dtype)
+            if summing:  # g is (B, 1, N) then (without, it has no row 0 if T = 0)
+                gather(g_sum, g, b0, rows, 0, n0, n1, pad)
             for t in range(T - 1, -1, -1):
                 if summing:
                     w_t = weights[t]
                     for j in range(size):
                         g_t[j] = w_t * g_sum[j]
                 else:
-                    g_t[:m] = g[b, t, n0:n1]
-                u_t[:m] = u[b, t, n0:n1]
-                s_t[:m] = s8[b, t, n0:n1]
-                s_prev[:m] = s8[b, max(t - 1, 0), n0:n1]  # s_0 = 0 stands in for s_{-1} (delayed)
+                    gather(g_t, g, b0, rows, t, n0, n1, pad)
+                gather(u_t, u, b0, rows, t, n0, n1, pad)
+                gather(s_t, s8, b0, rows, t, n0, n1, pad)
+                gather(s_prev, s8, b0, rows, max(t - 1, 0), n0, n1, pad)  # s_0 = 0 stands in for s_{-1} (delayed)
                 if same_step and t == 0:
                     s_prev[:] = 0
                 if same_step and t > 0:
-                    u_prev[:m] = u[b, t - 1, n0:n1]
+                    gather(u_prev, u, b0, rows, t - 1, n0, n1, pad)
                 if adaptive:  # the a each theta is taken from: a_t (delayed) or a_{t-1} (same-step)
-                    a_cur[:m] = a_saved[b, t if not same_step else max(t - 1, 0), n0:n1]
-                    a_prev[:m] = a_saved[b, max(t - 1 if not same_step else t - 2, 0), n0:n1]
+                    gather(a_cur, a_saved, b0, rows, t if not same_step else max(t - 1, 0), n0, n1, pad)
+                    gather(a_prev, a_saved, b0, rows, max(t - 1 if not same_step else t - 2, 0), n0, n1, pad)
                     if same_step and t == 0:
                         a_cur[:] = zero
                     if (same_step and t <= 1) or (not same_step and t == 0):
@@ -308,11 +311,11 @@ def lif_bwd_kernel(same_step: bool, reset: int, adaptive: bool):
                         ds[j] = ds_new
                         u_next[j] = u_t[j]
                         s_next[j] = s_t[j]
-                dh[b, t, n0:n1] = dh_t[:m]
+                scatter(dh, dh_t, b0, rows, t, n0, n1, pad)
             if need_dalpha:
-                dalpha_lanes[b, n0:n1] = dal[:m]
+                scatter2(dalpha_lanes, dal, b0, rows, n0, n1, pad)
             if need_drho:
-                drho_lanes[b, n0:n1] = drh[:m]
+                scatter2(drho_lanes, drh, b0, rows, n0, n1, pad)
             restore_subnormals(fp_state)
 
     return kernel
@@ -353,10 +356,11 @@ def lif_bwd(grad, u, s8, a, alpha, rho, neuron: Neuron, need_dalpha: bool, need_
     g_np = np_view(grad.to(dtype).reshape(B, T if weights is None else 1, N), dtype, 3)
     scalar = g_np.dtype.type
     kernel = lif_bwd_kernel(neuron.same_step, neuron.reset, neuron.adaptive)
+    block = launch_block(B, N)
     kernel(g_np, np_view(u.to(dtype), dtype, 3), np_view(s8, torch.uint8, 3),
            np_view(a.to(dtype) if a is not None else None, dtype, 3), _vector(alpha, dtype), _vector(rho, dtype),
            scalar(neuron.threshold), scalar(neuron.adapt), scalar(neuron.beta), neuron.surrogate == ATAN,
-           neuron.detach_reset, need_dalpha, need_drho, _vector(weights, dtype), launch_block(B, N),
+           neuron.detach_reset, need_dalpha, need_drho, _vector(weights, dtype), block, launch_group(B, N, block),
            np_view(dh, dtype, 3), np_view(dalpha_lanes, dtype, 2), np_view(drho_lanes, dtype, 2))
     return (dh, dalpha_lanes.sum(0) if need_dalpha else None, drho_lanes.sum(0) if need_drho else None)
 
