@@ -128,10 +128,10 @@ def main(argv=None) -> dict:
             rows.append(row)
             print(f"{size} density {density}: SpikingJelly {row['spikingjelly_ms']:.1f} ms, "
                   f"fastsnn {row['fastsnn_ms']:.1f} ms, {row['speedup']:.1f}x", flush=True)
-    import spikingjelly
+    from importlib.metadata import version
 
     env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OMP_WAIT_POLICY") if k in os.environ}
-    result = {"machine": machine(), "spikingjelly": getattr(spikingjelly, "__version__", "?"), "environment": env,
+    result = {"machine": machine(), "spikingjelly": version("spikingjelly"), "environment": env,
               "load_average": os.getloadavg()[0], "rows": rows}
     threads = torch.get_num_threads()
     stem = RESULTS / f"peer-step-{slug(cpu_name())}{'' if threads == 2 else f'-{threads}threads'}"
