@@ -3,6 +3,7 @@ training protocols (fixed training set, no validation, firing-rate regulariser, 
 jitter, filter-and-fire, and the adaptive threshold with each. Fast paths against plain references,
 forward and gradients; config fields, sweep keys and flags; tiny runs from the command line."""
 
+import csv
 import io
 import json
 import math
@@ -113,6 +114,19 @@ def test_every_new_field_is_a_sweep_key_and_round_trips_through_json(tmp_path, c
     assert main(["sweep", *TINY[:-2], "--grid", "readout=mean,spiking", "--grid", "segments=0,2",
                  "--no-validation", "--out", str(tmp_path / "sw"), "--dry-run"]) == 0
     assert "4 points x 1 seeds = 4 runs: 0 done, 4 to run" in capsys.readouterr().out
+
+
+def test_variants_train_in_a_sweep(tmp_path):
+    """A real sweep (in-process) over learnable delays x readouts, on an adaptive filter-and-fire network."""
+    out = tmp_path / "sw"
+    assert main(["sweep", *TINY[:-2], "--neuron", "alif", "--segments", "2", "--spike", "same_step",
+                 "--grid", "max-delay=0,3", "--grid", "readout=mean,spiking", "--seeds", "1", "--out", str(out)]) == 0
+    with open(out / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted((r["max_delay"], r["readout"]) for r in rows) == [("0", "mean"), ("0", "spiking"), ("3", "mean"),
+                                                                    ("3", "spiking")]
+    assert all(r["status"] == "ok" and 0 <= float(r["test_accuracy"]) <= 1 for r in rows)
+    assert {(r["neuron"], r["segments"]) for r in rows} == {("alif", "2")}
 
 
 @pytest.mark.parametrize("kind,field,value", [
