@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import statistics
 import time
 from datetime import date
@@ -59,6 +60,11 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def slug(text: str) -> str:
+    """``"AMD EPYC 9B14"`` -> ``"amd-epyc-9b14"``: a CPU (or GPU) name as part of a results file name."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
 def machine() -> dict:

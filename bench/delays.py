@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import time
 
 import numba
@@ -43,7 +42,7 @@ from fastsnn.model import IPDNetwork
 from fastsnn.nn import anneal_delays
 from fastsnn.ops.delays.reference import delay_taps
 
-from .common import RESULTS, alternate, cpu_name, machine, save
+from .common import RESULTS, alternate, cpu_name, machine, save, slug
 
 B, T, I, O, MAX_DELAY, SIGMA = 64, 100, 200, 30, 25, 3.0
 K = MAX_DELAY + 1
@@ -154,10 +153,6 @@ def train_steps(device) -> dict:
             return torch.autograd.grad(loss, params)
         steps[name] = step
     return steps
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
 def table(results: dict, densities: list[float], fast: str) -> list[str]:

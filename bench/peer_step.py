@@ -24,8 +24,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from .common import RESULTS, alternate, cpu_name, machine
-from .delays import slug
+from .common import RESULTS, alternate, cpu_name, machine, slug
 from .workloads import WORKLOADS
 
 TAU = 5.0  # SpikingJelly's tau in steps: alpha = 1 - 1/tau

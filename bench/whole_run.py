@@ -4,8 +4,10 @@
 
 Each run is a fresh process timed from start to exit (training to early stop, evaluation,
 and for fastsnn also the figures and checkpoint). fastsnn runs land in runs/whole-run/;
-the table goes to bench/results/whole-run-cpu.{json,md}, keeping the rows of an earlier run of
-this script that this one did not repeat (the seed script takes ~15 minutes).
+the table goes to bench/results/whole-run-<cpu>.{json,md} (one file per CPU model, so results of
+different machines stay side by side; ``whole-run-cpu`` holds the Intel Xeon's of 2026-11-29), keeping
+the rows of an earlier run of this script on the same CPU that this one did not repeat (the seed
+script takes ~15 minutes).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from pathlib import Path
 
 from . import seed_baseline
-from .common import RESULTS, machine
+from .common import RESULTS, cpu_name, machine, slug
 
 
 def fastsnn_run(seed: int, backend: str, out: Path) -> dict:
@@ -64,7 +66,8 @@ def main(argv=None) -> list[dict]:
     if not args.no_seed_script and seed_baseline.available():
         rows.append(seed_run(0))
         print(rows[-1], flush=True)
-    path = RESULTS / "whole-run-cpu.json"
+    stem = RESULTS / f"whole-run-{slug(cpu_name())}"
+    path = stem.with_suffix(".json")
     if path.is_file():
         measured = {(r["code"], r["seed"]) for r in rows}
         rows += [r for r in json.loads(path.read_text())["runs"] if (r["code"], r["seed"]) not in measured]
@@ -79,11 +82,15 @@ def main(argv=None) -> list[dict]:
             median = walls[len(walls) // 2]
             lines.append(f"\n{code}: median {median:.0f} s over {len(walls)} run(s), "
                          f"{seed_walls[0] / median:.1f}x faster than the seed notebook ({seed_walls[0]:.0f} s).")
-    table = "\n".join(lines) + "\n"
+    info = machine()
+    header = (f"Measured on {info['cpu']} ({os.cpu_count()} cores), torch {info['torch']}, {info['date']}; "
+              f"load average {os.getloadavg()[0]:.1f} at the end. `python -m bench.whole_run "
+              f"{' '.join(argv if argv is not None else sys.argv[1:])}`.\n\n")
+    table = header + "\n".join(lines) + "\n"
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"machine": machine(), "runs": rows}, indent=2) + "\n")
-    (RESULTS / "whole-run-cpu.md").write_text(table)
+    path.write_text(json.dumps({"machine": info, "runs": rows}, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(table)
     return rows
 
 
