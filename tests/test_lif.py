@@ -193,6 +193,32 @@ def test_cpu_backward_with_several_batch_rows_per_lane(case, monkeypatch):
     test_family_matches_reference(case)
 
 
+@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("kind", ["lif", "alif-same-step"])
+def test_a_gradient_constant_in_time_takes_the_time_weighted_backward(backend, device, kind, monkeypatch):
+    """The gradient of spikes.sum() is a broadcast view (stride 0 along time); the backward then runs the
+    time-weighted kernel with unit weights on one row of it instead of copying it to (B, T, N): the same
+    numbers, bit for bit, as with the gradient materialised."""
+    import sys
+
+    lif_module = sys.modules["fastsnn.ops.lif"]
+    calls = []
+    real = lif_module._lif_bwd
+    monkeypatch.setattr(lif_module, "_lif_bwd", lambda grad, *a: calls.append(grad.shape) or real(grad, *a))
+    g = torch.Generator().manual_seed(3)
+    h = leaf((torch.randn(3, 17, 37, generator=g) * 0.8 + 0.3).requires_grad_(), device)
+    alpha, rho = (leaf((torch.rand(37, generator=g) * 0.4 + 0.5).requires_grad_(), device) for _ in range(2))
+    if kind == "lif":
+        s, inputs = fastsnn.lif(h, alpha, backend=backend), [h, alpha]
+    else:
+        s, inputs = fastsnn.alif(h, alpha, rho, spike="same_step", reset="subtract", backend=backend), [h, alpha, rho]
+    summed = torch.autograd.grad(s.sum(), inputs, retain_graph=True)
+    full = torch.autograd.grad(s, inputs, torch.ones(s.shape, device=s.device))
+    assert calls == [(3, 37), (3, 17, 37)]  # the broadcast gradient went in as one row
+    for x, y in zip(summed, full):
+        assert torch.equal(x, y)
+
+
 def test_launch_group_keeps_four_lanes_a_thread():
     from fastsnn.cpu import launch_block, launch_group, sync_threads
 

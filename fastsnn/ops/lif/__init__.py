@@ -82,6 +82,10 @@ def _backward(ctx, lif_bwd, grad, grad_u=None, grad_s8=None, grad_a=None):
     if grad is None:  # only u, s8 or a reached the loss: they carry no gradient
         grad = u.new_zeros(u.shape if time_weights is None else (u.shape[0], u.shape[2]))
     need_dalpha, need_drho = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+    if time_weights is None and grad.shape[1] > 1 and grad.stride(1) == 0:
+        # a gradient that is constant along time (of spikes.sum() or .mean(): a broadcast view) is the
+        # time-weighted backward's with unit weights; one row of it is read instead of a (B, T, N) copy
+        grad, time_weights = grad[:, 0], u.new_ones(u.shape[1])
     dh, dalpha, drho = lif_bwd(grad.to(u.dtype).contiguous(), u, s8, a, alpha, rho, time_weights, *neuron_args,
                                need_dalpha, need_drho, backend)
     return (dh.to(h_dtype), dalpha if need_dalpha else None, drho if need_drho else None) + (None,) * 12
