@@ -223,8 +223,9 @@ def test_launch_group_keeps_four_lanes_a_thread():
     from fastsnn.cpu import launch_block, launch_group, sync_threads
 
     threads = sync_threads()
-    assert launch_group(1024, 30, launch_block(1024, 30)) == 2  # 30 neurons pad to 32: 2 rows make 64 values
-    assert launch_group(1024, 1024, launch_block(1024, 1024)) == 1
+    B = 16 * threads  # lanes enough for any thread count
+    assert launch_group(B, 30, launch_block(B, 30)) == 2  # 30 neurons pad to 32: 2 rows make 64 values
+    assert launch_group(B, 1024, launch_block(B, 1024)) == 1
     assert launch_group(2 * threads, 30, launch_block(2 * threads, 30)) == 1  # 2 rows a lane would leave 1 lane a thread
     assert launch_group(0, 30, 30) == 1  # no rows: nothing to group
 
