@@ -11,13 +11,12 @@ issue's goal: ALIF fwd+bwd <= 1.5x the LIF's.
 from __future__ import annotations
 
 import argparse
-import re
 
 import torch
 
 import fastsnn
 
-from .common import RESULTS, alternate, machine, save
+from .common import RESULTS, alternate, machine, save, slug
 
 SHAPES = ((64, 100, 30), (64, 100, 1024))
 MEMBERS = {
@@ -71,8 +70,7 @@ def main(argv=None) -> dict:
     for r in rows:
         lines.append(f"| {tuple(r['shape'])} | {r['member']} | {r['median_ms']:.3f} | "
                      f"{r['q20_ms']:.3f}-{r['q80_ms']:.3f} | {r['vs_lif']:.2f}x |")
-    slug = re.sub(r"[^a-z0-9]+", "-", where.lower()).strip("-")
-    name = f"family-{args.device}-{slug}"
+    name = f"family-{args.device}-{slug(where)}"
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     save(name, {"machine": info, "device": args.device, "rows": rows})
     print("\n".join(lines))

@@ -28,7 +28,6 @@ import argparse
 import importlib.metadata
 import json
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Callable
@@ -37,7 +36,7 @@ import torch
 
 import fastsnn
 
-from .common import RESULTS, alternate, machine
+from .common import RESULTS, alternate, machine, slug
 from .workloads import WORKLOADS
 
 
@@ -231,12 +230,11 @@ def main(argv=None) -> dict:
     table = markdown(result)
     print(table)
     where = info.get("gpu", info["cpu"]) if args.device == "cuda" else info["cpu"]
-    slug = re.sub(r"[^a-z0-9]+", "-", where.lower()).strip("-")
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "" if args.device == "cuda" or args.threads == 2 else f"-{args.threads}threads"
     if "OMP_WAIT_POLICY" in os.environ:
         suffix += f"-omp-{os.environ['OMP_WAIT_POLICY'].lower()}"
-    stem = args.out / f"peers-{args.device}-{slug}{suffix}"
+    stem = args.out / f"peers-{args.device}-{slug(where)}{suffix}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     stem.with_suffix(".md").write_text(table)
     print(f"wrote {stem}.{{json,md}}")

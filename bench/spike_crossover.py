@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import json
 import math
-import re
 from pathlib import Path
 from unittest import mock
 
@@ -36,7 +35,7 @@ import fastsnn.ops.spikes as spikes
 from fastsnn.config import StimulusConfig
 from fastsnn.stimulus import IPDDataset
 
-from .common import RESULTS, alternate, cpu_name, machine
+from .common import RESULTS, alternate, cpu_name, machine, slug
 from .workloads import WORKLOADS, Workload, _network, cases, make_inputs
 
 SHAPES = {name: (WORKLOADS[name].B * WORKLOADS[name].T, WORKLOADS[name].inputs, WORKLOADS[name].hidden)
@@ -207,8 +206,7 @@ def main(argv=None) -> dict:
     if args.steps:
         result["steps"] = steps(args.repeats)
     args.out.mkdir(parents=True, exist_ok=True)
-    slug = re.sub(r"[^a-z0-9]+", "-", cpu_name().lower()).strip("-")
-    stem = args.out / f"spike-crossover-{slug}"
+    stem = args.out / f"spike-crossover-{slug(cpu_name())}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     if result["shapes"]:
         figure(result, stem.with_suffix(".png"))

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import re
 import shlex
 import statistics
 import subprocess
@@ -32,6 +31,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .common import RESULTS, cpu_name
+from .common import slug as common_slug
 
 PROTOCOLS = {
     "seed": {},
@@ -61,7 +61,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "cpu"
+    return common_slug(text) or "cpu"
 
 
 def flags(protocol: str, variant: str) -> list[str]:
