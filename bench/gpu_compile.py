@@ -87,14 +87,14 @@ T_STEPS = (1, 16, 17)  # do_not_specialize=["T"]: every T must give the same spe
 # and must have no FMA (their spikes equal the reference's bit for bit); their backward kernels launch fused
 # launchers whose kernels hold a tile a program (registers grow with the block): every shape x every flag pattern
 TILED = ("spikes", "delays")
-# the time loops (one lane a thread at every block): their block shapes compile with the longest code path only,
-# which problems() accepts while each of their specializations stays under LANE_REGS_MAX registers a thread
-# (half of the 255 a thread may use; at most 4 warps a program, so the block never lowers that limit)
-LANE_KERNELS = ("lif_fwd_kernel", "lif_bwd_kernel", "leaky_readout_fwd_kernel", "leaky_readout_bwd_kernel",
-                "leaky_readout_sum_fwd_kernel", "leaky_readout_sum_bwd_kernel")
-LANE_REGS_MAX = 128
 UNFUSED = ("lif_fwd_kernel", "leaky_readout_fwd_kernel", "leaky_readout_sum_fwd_kernel")
 FUSED = ("lif_bwd_kernel", "leaky_readout_bwd_kernel", "leaky_readout_sum_bwd_kernel")
+# the time loops (one lane a thread at every block: the kernels of UNFUSED and FUSED): their block shapes
+# compile with the longest code path only, which problems() accepts while each of their specializations stays
+# under LANE_REGS_MAX registers a thread (half of the 255 a thread may use; at most 4 warps a program, so the
+# block never lowers that limit)
+LANE_KERNELS = UNFUSED + FUSED
+LANE_REGS_MAX = 128
 # (M, K, N) of a spike projection x (M, K) @ w (K, N): every BLOCK_N of kernels/spikes.py's _block_n
 # (16, 32, 64), N == 1 and M == K == 1 specialized, N a multiple of 16 and not
 SPIKE_SHAPES = [(M, K, N) for N in (1, 17, 32, 64) for M, K in ((1, 1), (6400, 200))]

@@ -137,14 +137,13 @@ def delays_fwd(x: torch.Tensor, wk: torch.Tensor) -> torch.Tensor:
     _check_dtype(x)
     B, T, I = x.shape
     _, K, O = wk.shape
-    block_t, _, block_o = _blocks(T, I, O, K)
-    block_i = REDUCE  # the reduction
+    block_t, _, block_o = _blocks(T, I, O, K)  # the reduction runs over I
     if B * T * I * O == 0:
         return torch.zeros(B, T, O, device=x.device, dtype=torch.float32)
     h = torch.empty(B, T, O, device=x.device, dtype=torch.float32)
     grid = (B * triton.cdiv(T, block_t), triton.cdiv(O, block_o))
     delays_fwd_kernel[grid](x.contiguous(), wk.float().contiguous(), h, T, I, O, K,
-                            BLOCK_T=block_t, BLOCK_I=block_i, BLOCK_O=block_o, **DOT_OPTIONS)
+                            BLOCK_T=block_t, BLOCK_I=REDUCE, BLOCK_O=block_o, **DOT_OPTIONS)
     return h
 
 
@@ -156,23 +155,20 @@ def delays_bwd(grad: torch.Tensor, x: torch.Tensor, wk: torch.Tensor, need_dx: b
     I, K, _ = wk.shape
     grad, wk = grad.float().contiguous(), wk.float().contiguous()
     empty = B * T * I * O == 0
+    block_t, block_i, block_o = _blocks(T, I, O, K) if not empty and (need_dx or need_dwk) else (0, 0, 0)
     dx = dwk = None
     if need_dx:
         dx = torch.zeros(B, T, I, device=grad.device, dtype=torch.float32) if empty else \
             torch.empty(B, T, I, device=grad.device, dtype=torch.float32)
-        if not empty:
-            block_t, block_i, _ = _blocks(T, I, O, K)
-            block_o = REDUCE  # the reduction
+        if not empty:  # the reduction runs over O
             grid = (B * triton.cdiv(T, block_t), triton.cdiv(I, block_i))
-            delays_bwd_dx_kernel[grid](grad, wk, dx, T, I, O, K, BLOCK_T=block_t, BLOCK_I=block_i, BLOCK_O=block_o,
+            delays_bwd_dx_kernel[grid](grad, wk, dx, T, I, O, K, BLOCK_T=block_t, BLOCK_I=block_i, BLOCK_O=REDUCE,
                                        **DOT_OPTIONS)
     if need_dwk:
         dwk = torch.zeros(I, K, O, device=grad.device, dtype=torch.float32) if empty else \
             torch.empty(I, K, O, device=grad.device, dtype=torch.float32)
-        if not empty:
-            _, block_i, block_o = _blocks(T, I, O, K)
-            block_t = REDUCE  # the reduction
+        if not empty:  # the reduction runs over T
             grid = (K * triton.cdiv(I, block_i), triton.cdiv(O, block_o))
             delays_bwd_dwk_kernel[grid](x.contiguous(), grad, dwk, B, T, I, O, K,
-                                        BLOCK_T=block_t, BLOCK_I=block_i, BLOCK_O=block_o, **DOT_OPTIONS)
+                                        BLOCK_T=REDUCE, BLOCK_I=block_i, BLOCK_O=block_o, **DOT_OPTIONS)
     return dx, dwk
