@@ -32,8 +32,9 @@ def lif_fwd_kernel(same_step: bool, reset: int, adaptive: bool):
     def kernel(h, alpha, rho, threshold, adapt, fire_ge, save, weights, block, s, u, s8, a_out, total):
         """h, s, u, a_out: (B, T, N) state dtype; alpha, rho: (N,); s8: (B, T, N) uint8; one lane = (b, block
         of neurons). Writes s, or with (T,) ``weights`` (empty: none) only total: (B, N) = sum_t weights_t s_t;
-        with ``save`` also u (pre-reset membrane), s8 (s as uint8, NaN as 0) and, adaptive, a (a_t: the
-        adaptation the delayed spike s_{t+1} is tested against; same-step: after s_t's update).
+        with ``save`` also u (pre-reset membrane), s8 (s as uint8, NaN as 0; delayed only: a same-step
+        spike is H(u_t - theta_t), which the backward recomputes) and, adaptive, a (a_t: the adaptation
+        the delayed spike s_{t+1} is tested against; same-step: after s_t's update).
         A NaN membrane spikes NaN, as in the reference.
         """
         B, T, N = h.shape
@@ -83,9 +84,10 @@ def lif_fwd_kernel(same_step: bool, reset: int, adaptive: bool):
                     s[b, t, n0:n1] = s_t[:m]
                 if save:
                     u[b, t, n0:n1] = u_t[:m]
-                    for j in range(size):
-                        s8_t[j] = s_t[j] > zero
-                    s8[b, t, n0:n1] = s8_t[:m]
+                    if not same_step:  # same-step spikes are recomputed from u in the backward
+                        for j in range(size):
+                            s8_t[j] = s_t[j] > zero
+                        s8[b, t, n0:n1] = s8_t[:m]
                     if adaptive:
                         a_out[b, t, n0:n1] = a_t[:m]
                 if not same_step:  # s_{t+1} = H(v_t - theta_t), v_{t+1} = reset(alpha v_t + h_t, s_t, theta_t)
@@ -156,11 +158,13 @@ def _exp_nonpositive(x, out, bits):
 @functools.cache
 def lif_bwd_kernel(same_step: bool, reset: int, adaptive: bool):
     """The backward kernel for one structural variant (compiled on first use, cached on disk)."""
+    reads_s = reset == ZERO or adaptive  # the step's own spike enters the adjoints (else only s_{t-1}, for v_t)
 
     @cpu_kernel
-    def kernel(g, u, s8, a_saved, alpha, rho, threshold, adapt, beta, atan, detach_reset, need_dalpha, need_drho,
-               weights, block, group, dh, dalpha_lanes, drho_lanes):
-        """g, u, a_saved, dh: (B, T, N) state dtype; s8: (B, T, N) uint8; alpha, rho: (N,); dalpha_lanes and
+    def kernel(g, u, s8, a_saved, alpha, rho, threshold, adapt, beta, atan, fire_ge, detach_reset, need_dalpha,
+               need_drho, weights, block, group, dh, dalpha_lanes, drho_lanes):
+        """g, u, a_saved, dh: (B, T, N) state dtype; s8: (B, T, N) uint8 (delayed; same-step: empty, the spikes
+        are recomputed as H(u_t - theta_t), bit for bit the forward's); alpha, rho: (N,); dalpha_lanes and
         drho_lanes: (B, N) or empty. With (T,) ``weights`` (empty: none) g is (B, 1, N), the gradient of
         sum_t weights_t s_t, and the kernel uses g_t = weights_t g, never stored.
 
@@ -214,43 +218,52 @@ def lif_bwd_kernel(same_step: bool, reset: int, adaptive: bool):
                 else:
                     gather(g_t, g, b0, rows, t, n0, n1, pad)
                 gather(u_t, u, b0, rows, t, n0, n1, pad)
-                gather(s_t, s8, b0, rows, t, n0, n1, pad)
-                gather(s_prev, s8, b0, rows, max(t - 1, 0), n0, n1, pad)  # s_0 = 0 stands in for s_{-1} (delayed)
-                if same_step and t == 0:
-                    s_prev[:] = 0
-                if same_step and t > 0:
+                if reads_s and not same_step:
+                    gather(s_t, s8, b0, rows, t, n0, n1, pad)
+                # v_t, the membrane alpha multiplies: the delayed spike's own (z = v_t - theta_t); same-step,
+                # v_{t-1}, needed for alpha's gradient alone
+                need_v = not same_step or need_dalpha
+                if need_v and not same_step:
+                    gather(s_prev, s8, b0, rows, max(t - 1, 0), n0, n1, pad)  # s_0 = 0 stands in for s_{-1}
+                if need_v and same_step and t > 0:
                     gather(u_prev, u, b0, rows, t - 1, n0, n1, pad)
                 if adaptive:  # the a each theta is taken from: a_t (delayed) or a_{t-1} (same-step)
                     gather(a_cur, a_saved, b0, rows, t if not same_step else max(t - 1, 0), n0, n1, pad)
-                    gather(a_prev, a_saved, b0, rows, max(t - 1 if not same_step else t - 2, 0), n0, n1, pad)
                     if same_step and t == 0:
                         a_cur[:] = zero
-                    if (same_step and t <= 1) or (not same_step and t == 0):
-                        a_prev[:] = zero
                     for j in range(size):
                         th_t[j] = threshold + adapt * a_cur[j]
-                        th_prev[j] = threshold + adapt * a_prev[j]
-                else:
-                    th_t[:] = threshold
-                    th_prev[:] = threshold
-                if same_step:  # z = u_t - theta_t; v_{t-1} from u_{t-1}, s_{t-1}, theta_{t-1} (0 at t = 0)
+                    if need_v:
+                        gather(a_prev, a_saved, b0, rows, max(t - 1 if not same_step else t - 2, 0), n0, n1, pad)
+                        if (same_step and t <= 1) or (not same_step and t == 0):
+                            a_prev[:] = zero
+                        for j in range(size):
+                            th_prev[j] = threshold + adapt * a_prev[j]
+                if same_step:  # z = u_t - theta_t, s_t = H(z); v_{t-1} from u_{t-1}, s_{t-1}, theta_{t-1} (0 at t = 0)
                     for j in range(size):
-                        z[j] = u_t[j] - th_t[j]
-                        if t == 0:
-                            v_t[j] = zero
-                        elif reset == ZERO:
-                            v_t[j] = u_prev[j] * (one - s_prev[j])
-                        elif reset == SUBTRACT:
-                            v_t[j] = u_prev[j] - th_prev[j] * s_prev[j]
-                        else:
-                            v_t[j] = u_prev[j]
+                        z[j] = u_t[j] - (th_t[j] if adaptive else threshold)
+                        s_t[j] = (z[j] > zero) | (fire_ge & (z[j] == zero))  # NaN: 0, as the delayed s8 stores it
+                    if need_v:
+                        for j in range(size):
+                            thp = th_prev[j] if adaptive else threshold
+                            x = u_prev[j] - thp
+                            s_prev[j] = (x > zero) | (fire_ge & (x == zero))
+                            if t == 0:
+                                v_t[j] = zero
+                            elif reset == ZERO:
+                                v_t[j] = u_prev[j] * (one - s_prev[j])
+                            elif reset == SUBTRACT:
+                                v_t[j] = u_prev[j] - thp * s_prev[j]
+                            else:
+                                v_t[j] = u_prev[j]
                 else:  # z = v_t - theta_t; v_t from u_t, s_{t-1}, theta_{t-1}
                     for j in range(size):
+                        thp = th_prev[j] if adaptive else threshold
                         if reset == ZERO:
                             v_t[j] = u_t[j] * (one - s_prev[j])
                         else:
-                            v_t[j] = u_t[j] - th_prev[j] * s_prev[j]
-                        z[j] = v_t[j] - th_t[j]
+                            v_t[j] = u_t[j] - thp * s_prev[j]
+                        z[j] = v_t[j] - (th_t[j] if adaptive else threshold)
                 if atan:
                     for j in range(size):
                         y = half_pi_beta * z[j]
@@ -269,13 +282,12 @@ def lif_bwd_kernel(same_step: bool, reset: int, adaptive: bool):
                             if reset == ZERO:
                                 ds_tot -= dv[j] * u_t[j]
                             elif reset == SUBTRACT:
-                                ds_tot -= dv[j] * th_t[j]
+                                ds_tot -= dv[j] * (th_t[j] if adaptive else threshold)
                             else:
-                                ds_tot -= du[j] * th_t[j]
+                                ds_tot -= du[j] * (th_t[j] if adaptive else threshold)
                         dz = ds_tot * sg[j]
                         du_t = dz + (dv[j] * (one - sj) if reset == ZERO else dv[j])
                         dh_t[j] = du_t
-                        dal[j] += du_t * v_t[j]
                         if adaptive:
                             dth = -dz
                             if reset == SUBTRACT:
@@ -299,10 +311,9 @@ def lif_bwd_kernel(same_step: bool, reset: int, adaptive: bool):
                         dz = ds1 * sg[j]
                         du1 = dv[j] * (one - sj) if reset == ZERO else dv[j]  # dL/du_{t+1}
                         dh_t[j] = du1
-                        dal[j] += du1 * v_t[j]
                         ds_new = g_t[j]
                         if not detach_reset:
-                            ds_new -= dv[j] * (u_next[j] if reset == ZERO else th_t[j])
+                            ds_new -= dv[j] * (u_next[j] if reset == ZERO else (th_t[j] if adaptive else threshold))
                         if adaptive:
                             dth = -dz - (dv[j] * sj if reset == SUBTRACT else zero)
                             drh[j] += da[j] * (a_cur[j] - g.dtype.type(s_next[j]))
@@ -311,6 +322,9 @@ def lif_bwd_kernel(same_step: bool, reset: int, adaptive: bool):
                         ds[j] = ds_new
                         u_next[j] = u_t[j]
                         s_next[j] = s_t[j]
+                if need_dalpha and (same_step or t < T - 1):
+                    for j in range(size):
+                        dal[j] += dh_t[j] * v_t[j]
                 scatter(dh, dh_t, b0, rows, t, n0, n1, pad)
             if need_dalpha:
                 scatter2(dalpha_lanes, dal, b0, rows, n0, n1, pad)
@@ -325,13 +339,14 @@ def lif_fwd(h: torch.Tensor, alpha: torch.Tensor, rho: torch.Tensor | None, neur
             weights: torch.Tensor | None = None):
     """h: (B, T, N); alpha, rho: (N,) (rho None unless ``neuron.adaptive``); weights: (T,) or None
     -> (out, u, s8, a): out = s (B, T, N) dtype of h, or with weights sum_t weights_t s_t (B, N) state
-    dtype; u: (B, T, N) state dtype, s8: (B, T, N) uint8, a: (B, T, N) state dtype (adaptive), else None."""
+    dtype; u: (B, T, N) state dtype, s8: (B, T, N) uint8 (delayed spikes only), a: (B, T, N) state dtype
+    (adaptive), else None."""
     dtype = state_dtype(h.dtype)
     B, T, N = h.shape
     s = torch.empty((B, T, N), dtype=dtype) if weights is None else None
     total = torch.empty((B, N), dtype=dtype) if weights is not None else None
     u = torch.empty((B, T, N), dtype=dtype) if save else None
-    s8 = torch.empty((B, T, N), dtype=torch.uint8) if save else None
+    s8 = torch.empty((B, T, N), dtype=torch.uint8) if save and not neuron.same_step else None
     a = torch.empty((B, T, N), dtype=dtype) if save and neuron.adaptive else None
     h_np = np_view(h.to(dtype), dtype, 3)
     scalar = h_np.dtype.type
@@ -347,7 +362,7 @@ def lif_fwd(h: torch.Tensor, alpha: torch.Tensor, rho: torch.Tensor | None, neur
 def lif_bwd(grad, u, s8, a, alpha, rho, neuron: Neuron, need_dalpha: bool, need_drho: bool,
             weights: torch.Tensor | None = None):
     """grad: (B, T, N), or (B, N) with weights: (T,); u, a: (B, T, N) (a None unless adaptive); s8: (B, T, N)
-    uint8; alpha, rho: (N,) -> (dh (B, T, N) state dtype, dalpha (N,) or None, drho (N,) or None)."""
+    uint8 (ignored for same-step spikes); alpha, rho: (N,) -> (dh (B, T, N) state dtype, dalpha (N,) or None, drho (N,) or None)."""
     dtype = state_dtype(grad.dtype)
     B, T, N = u.shape
     dh = torch.empty((B, T, N), dtype=dtype)
@@ -357,10 +372,10 @@ def lif_bwd(grad, u, s8, a, alpha, rho, neuron: Neuron, need_dalpha: bool, need_
     scalar = g_np.dtype.type
     kernel = lif_bwd_kernel(neuron.same_step, neuron.reset, neuron.adaptive)
     block = launch_block(B, N)
-    kernel(g_np, np_view(u.to(dtype), dtype, 3), np_view(s8, torch.uint8, 3),
+    kernel(g_np, np_view(u.to(dtype), dtype, 3), np_view(None if neuron.same_step else s8, torch.uint8, 3),
            np_view(a.to(dtype) if a is not None else None, dtype, 3), _vector(alpha, dtype), _vector(rho, dtype),
            scalar(neuron.threshold), scalar(neuron.adapt), scalar(neuron.beta), neuron.surrogate == ATAN,
-           neuron.detach_reset, need_dalpha, need_drho, _vector(weights, dtype), block, launch_group(B, N, block),
+           neuron.fire_ge, neuron.detach_reset, need_dalpha, need_drho, _vector(weights, dtype), block, launch_group(B, N, block),
            np_view(dh, dtype, 3), np_view(dalpha_lanes, dtype, 2), np_view(drho_lanes, dtype, 2))
     return (dh, dalpha_lanes.sum(0) if need_dalpha else None, drho_lanes.sum(0) if need_drho else None)
 
