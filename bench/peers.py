@@ -1,7 +1,7 @@
 """fastsnn in each peer-exact configuration against the peer's own layer, side by side in one run.
 
     python -m bench.peers [--device cpu|cuda] [--sizes seed,seed128,long,bigbatch] [--configs ...]
-                          [--repeats 7] [--threads 2] [--out DIR]
+                          [--repeats 7] [--threads 2] [--malloc glibc|retain] [--out DIR]
 
 The configurations are docs/peers.md's (SpikingJelly ``LIFNode(decay_input=False)`` hard and soft
 reset, ``detach_reset`` both ways; snnTorch ``Leaky`` "zero" and "subtract"), and the check that
@@ -18,7 +18,10 @@ forward + backward, on given input currents h (a leaf that requires a gradient; 
 Sizes (B, T, N): seed, long and bigbatch are bench/workloads.py's (hidden layer of the workload),
 plus seed128 = (64, 100, 128). Candidates are interleaved round by round (``bench.common.alternate``).
 Writes ``bench/results/peers-<device>-<cpu or gpu>.{json,md}`` (on CPU with ``--threads`` other than 2,
-``-<n>threads`` appended; with OMP_WAIT_POLICY set, ``-omp-<policy>``). The issue's goal: every
+``-<n>threads`` appended; with OMP_WAIT_POLICY set, ``-omp-<policy>``; with ``--malloc retain``,
+``-retain``). ``--malloc retain`` runs the whole process, both sides, with
+:func:`fastsnn.cpu.allocator.retain_freed_memory` (what ``fastsnn train`` uses): freed tensors stay
+in the heap instead of being faulted back in, page by page, on the next call. The issue's goal: every
 configuration >= 5x its peer at the seed and bigbatch sizes.
 """
 
@@ -102,6 +105,8 @@ def peer_layer(peer: str, options: dict, device: str):
     return run
 
 
+MALLOC = {"glibc": "glibc's defaults (freed blocks of 128 KiB-32 MiB go back to the OS)",
+          "retain": "glibc told to keep freed memory (fastsnn.cpu.allocator.retain_freed_memory), both sides"}
 MISMATCHES: dict = {}  # (config, size): spikes that differ between the peer and fastsnn (0 on CPU)
 
 
@@ -161,7 +166,8 @@ def markdown(result: dict) -> str:
              f"threads, {m['date']}; SpikingJelly {v['spikingjelly']} (LIF implementation: "
              f"{result['sj_implementation']}), snnTorch {v['snntorch']}; load average (1 min) "
              f"{result['loadavg_1min'][0]:.1f} at the start, {result['loadavg_1min'][1]:.1f} at the end; environment: "
-             f"{', '.join(f'{k}={v}' for k, v in result['env'].items()) or 'no threading variables set'}.", "",
+             f"{', '.join(f'{k}={v}' for k, v in result['env'].items()) or 'no threading variables set'}; allocator: "
+             f"{MALLOC[result.get('malloc', 'glibc')]}.", "",
              f"`{result['command']}`. The neuron layer alone on given input currents, forward + backward "
              "(loss = spikes.sum()); the peer on time-major currents (SpikingJelly multi-step, snnTorch stepped "
              "with its state), fastsnn.lif in the configuration of docs/peers.md (backend auto); spikes compared "
@@ -189,8 +195,15 @@ def main(argv=None) -> dict:
     p.add_argument("--configs", default=",".join(CONFIGS))
     p.add_argument("--repeats", type=int, default=7, help="rounds at seed size (others scaled down, at least 2)")
     p.add_argument("--threads", type=int, default=2, help="torch and numba threads (CPU)")
+    p.add_argument("--malloc", default="glibc", choices=("glibc", "retain"),
+                   help="glibc: the C library's defaults; retain: fastsnn.cpu.allocator.retain_freed_memory()")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
+    if args.malloc == "retain":
+        from fastsnn.cpu.allocator import retain_freed_memory
+
+        if not retain_freed_memory():
+            p.error("--malloc retain needs glibc (Linux); this C library is left as it is")
     sizes, configs = args.sizes.split(","), args.configs.split(",")
     for name, chosen, known in (("sizes", sizes, SIZES), ("configs", configs, CONFIGS)):
         if set(chosen) - set(known):
@@ -225,7 +238,7 @@ def main(argv=None) -> dict:
     info = machine()
     result = {"machine": info, "device": args.device, "versions": versions(),
               "sj_implementation": sj_implementation(args.device), "command": command.strip(), "tau": TAU,
-              "beta": BETA, "env": {k: os.environ[k] for k in ENV if k in os.environ},
+              "beta": BETA, "malloc": args.malloc, "env": {k: os.environ[k] for k in ENV if k in os.environ},
               "loadavg_1min": [load_before[0], os.getloadavg()[0]], "rows": rows}
     table = markdown(result)
     print(table)
@@ -234,6 +247,8 @@ def main(argv=None) -> dict:
     suffix = "" if args.device == "cuda" or args.threads == 2 else f"-{args.threads}threads"
     if "OMP_WAIT_POLICY" in os.environ:
         suffix += f"-omp-{os.environ['OMP_WAIT_POLICY'].lower()}"
+    if args.malloc != "glibc":
+        suffix += f"-{args.malloc}"
     stem = args.out / f"peers-{args.device}-{slug(where)}{suffix}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     stem.with_suffix(".md").write_text(table)

@@ -264,7 +264,7 @@ def _kernels_cached(backend: str, delays: bool = False) -> bool:
     modules += [delay_kernels] if backend == "cpu" and delays else []
     groups = [[k for k in vars(m).values() if disk_cached(k)] for m in modules]
     if backend == "cpu":
-        groups += [[lif.lif_fwd_kernel(False, 0, False)], [lif.lif_bwd_kernel(False, 0, False)]]
+        groups += [[lif.lif_fwd_kernel(False, 0, False)], [lif.lif_bwd_kernel(False, 0, False, False)]]
     return all(any(cached(k) for k in group) for group in groups)
 
 

@@ -2,8 +2,9 @@
 
 Equations and launcher contract: ``docs/kernel_contract.md`` (LIF family); the oracle is
 :func:`fastsnn.ops.lif.reference.lif_ref`. One kernel body serves every member: a factory
-compiles it per structural option (``same_step``, ``reset``, ``adaptive``), which the body
-reads as compile-time constants, so the seed's neuron runs no code of the others. Each lane
+compiles it per structural option (``same_step``, ``reset``, ``adaptive``; the backward also per
+surrogate), which the body reads as compile-time constants, so the seed's neuron runs no code of
+the others. Each lane
 stages its rows in padded local buffers (:func:`fastsnn.cpu.padded`) so that every neuron
 loop vectorises.
 """
@@ -156,13 +157,13 @@ def _exp_nonpositive(x, out, bits):
 
 
 @functools.cache
-def lif_bwd_kernel(same_step: bool, reset: int, adaptive: bool):
-    """The backward kernel for one structural variant (compiled on first use, cached on disk)."""
+def lif_bwd_kernel(same_step: bool, reset: int, adaptive: bool, atan: bool):
+    """The backward kernel for one structural variant and surrogate (compiled on first use, cached on disk)."""
     reads_s = reset == ZERO or adaptive  # the step's own spike enters the adjoints (else only s_{t-1}, for v_t)
 
     @cpu_kernel
-    def kernel(g, u, s8, a_saved, alpha, rho, threshold, adapt, beta, atan, fire_ge, detach_reset, need_dalpha,
-               need_drho, weights, block, group, dh, dalpha_lanes, drho_lanes):
+    def kernel(g, u, s8, a_saved, alpha, rho, threshold, adapt, beta, fire_ge, detach_reset, need_dalpha, need_drho,
+               weights, block, group, dh, dalpha_lanes, drho_lanes):
         """g, u, a_saved, dh: (B, T, N) state dtype; s8: (B, T, N) uint8 (delayed; same-step: empty, the spikes
         are recomputed as H(u_t - theta_t), bit for bit the forward's); alpha, rho: (N,); dalpha_lanes and
         drho_lanes: (B, N) or empty. With (T,) ``weights`` (empty: none) g is (B, 1, N), the gradient of
@@ -171,6 +172,8 @@ def lif_bwd_kernel(same_step: bool, reset: int, adaptive: bool):
         Walks time from T-1 down; the adjoint recursions are in ``docs/kernel_contract.md``. The
         sigmoid surrogate is computed as beta e / (1 + e)^2 with e = exp(-|beta x|), which never
         overflows. Runs with subnormals flushed to zero (:func:`fastsnn.cpu.flush_subnormals`).
+        A step is a handful of loops over the lane's values: its z = v - theta (with the spike and
+        the surrogate's argument), exp for the sigmoid, then the adjoints, which finish the surrogate.
         """
         B, T, N = u.shape
         zero, one = g.dtype.type(0), g.dtype.type(1)
@@ -191,7 +194,7 @@ def lif_bwd_kernel(same_step: bool, reset: int, adaptive: bool):
             du = np.zeros(size, g.dtype)  # same-step: dL/du_{t+1}
             dal = np.zeros(size, g.dtype)
             drh = np.zeros(size, g.dtype)
-            g_t = np.zeros(size, g.dtype)
+            g_t = np.zeros(size, g.dtype)  # g_t / w_t: with weights the fixed g (w_t = weights_t), else g_t (w_t = 1)
             u_t = np.zeros(size, g.dtype)
             u_prev = np.zeros(size, g.dtype)
             u_next = np.zeros(size, g.dtype)  # delayed: u_{t+1}
@@ -200,21 +203,18 @@ def lif_bwd_kernel(same_step: bool, reset: int, adaptive: bool):
             th_prev = np.zeros(size, g.dtype)
             a_cur = np.zeros(size, g.dtype)
             a_prev = np.zeros(size, g.dtype)
-            z = np.zeros(size, g.dtype)
-            sg = np.zeros(size, g.dtype)
+            sg = np.zeros(size, g.dtype)  # sigmoid: e = exp(-|beta z|); atan: the surrogate itself
             dh_t = np.zeros(size, g.dtype)
             s_t = np.zeros(size, np.uint8)
             s_prev = np.zeros(size, np.uint8)
             s_next = np.zeros(size, np.uint8)
             bits = np.zeros(size, np.int32)
-            g_sum = np.zeros(size, g.dtype)
+            w_t = one
             if summing:  # g is (B, 1, N) then (without, it has no row 0 if T = 0)
-                gather(g_sum, g, b0, rows, 0, n0, n1, pad)
+                gather(g_t, g, b0, rows, 0, n0, n1, pad)
             for t in range(T - 1, -1, -1):
                 if summing:
                     w_t = weights[t]
-                    for j in range(size):
-                        g_t[j] = w_t * g_sum[j]
                 else:
                     gather(g_t, g, b0, rows, t, n0, n1, pad)
                 gather(u_t, u, b0, rows, t, n0, n1, pad)
@@ -239,45 +239,42 @@ def lif_bwd_kernel(same_step: bool, reset: int, adaptive: bool):
                             a_prev[:] = zero
                         for j in range(size):
                             th_prev[j] = threshold + adapt * a_prev[j]
-                if same_step:  # z = u_t - theta_t, s_t = H(z); v_{t-1} from u_{t-1}, s_{t-1}, theta_{t-1} (0 at t = 0)
-                    for j in range(size):
-                        z[j] = u_t[j] - (th_t[j] if adaptive else threshold)
-                        s_t[j] = (z[j] > zero) | (fire_ge & (z[j] == zero))  # NaN: 0, as the delayed s8 stores it
-                    if need_v:
-                        for j in range(size):
-                            thp = th_prev[j] if adaptive else threshold
-                            x = u_prev[j] - thp
-                            s_prev[j] = (x > zero) | (fire_ge & (x == zero))
-                            if t == 0:
-                                v_t[j] = zero
-                            elif reset == ZERO:
-                                v_t[j] = u_prev[j] * (one - s_prev[j])
-                            elif reset == SUBTRACT:
-                                v_t[j] = u_prev[j] - thp * s_prev[j]
-                            else:
-                                v_t[j] = u_prev[j]
-                else:  # z = v_t - theta_t; v_t from u_t, s_{t-1}, theta_{t-1}
+                if same_step and need_v:  # v_{t-1} from u_{t-1}, s_{t-1} = H(u_{t-1} - theta_{t-1}) (0 at t = 0)
                     for j in range(size):
                         thp = th_prev[j] if adaptive else threshold
+                        x = u_prev[j] - thp
+                        s_prev[j] = (x > zero) | (fire_ge & (x == zero))
+                        if t == 0:
+                            v_t[j] = zero
+                        elif reset == ZERO:
+                            v_t[j] = u_prev[j] * (one - s_prev[j])
+                        elif reset == SUBTRACT:
+                            v_t[j] = u_prev[j] - thp * s_prev[j]
+                        else:
+                            v_t[j] = u_prev[j]
+                for j in range(size):  # z = u_t - theta_t (same-step; s_t = H(z)) or v_t - theta_t (delayed)
+                    if same_step:
+                        z = u_t[j] - (th_t[j] if adaptive else threshold)
+                        if reads_s:  # NaN: 0, as the delayed s8 stores it
+                            s_t[j] = (z > zero) | (fire_ge & (z == zero))
+                    else:
                         if reset == ZERO:
                             v_t[j] = u_t[j] * (one - s_prev[j])
                         else:
-                            v_t[j] = u_t[j] - thp * s_prev[j]
-                        z[j] = v_t[j] - (th_t[j] if adaptive else threshold)
-                if atan:
-                    for j in range(size):
-                        y = half_pi_beta * z[j]
+                            v_t[j] = u_t[j] - (th_prev[j] if adaptive else threshold) * s_prev[j]
+                        z = v_t[j] - (th_t[j] if adaptive else threshold)
+                    if atan:
+                        y = half_pi_beta * z
                         sg[j] = beta / (g.dtype.type(2) * (one + y * y))
-                else:
-                    for j in range(size):
-                        sg[j] = -abs(beta * z[j])
+                    else:
+                        sg[j] = -abs(beta * z)
+                if not atan:
                     exp_nonpositive(sg, sg, bits)
-                    for j in range(size):
-                        sg[j] = beta * sg[j] / ((one + sg[j]) * (one + sg[j]))
                 if same_step:
                     for j in range(size):
+                        sgj = sg[j] if atan else beta * sg[j] / ((one + sg[j]) * (one + sg[j]))
                         sj = g.dtype.type(s_t[j])
-                        ds_tot = g_t[j] + ((one - rh[j]) * da[j] if adaptive else zero)
+                        ds_tot = w_t * g_t[j] + ((one - rh[j]) * da[j] if adaptive else zero)
                         if not detach_reset:
                             if reset == ZERO:
                                 ds_tot -= dv[j] * u_t[j]
@@ -285,7 +282,7 @@ def lif_bwd_kernel(same_step: bool, reset: int, adaptive: bool):
                                 ds_tot -= dv[j] * (th_t[j] if adaptive else threshold)
                             else:
                                 ds_tot -= du[j] * (th_t[j] if adaptive else threshold)
-                        dz = ds_tot * sg[j]
+                        dz = ds_tot * sgj
                         du_t = dz + (dv[j] * (one - sj) if reset == ZERO else dv[j])
                         dh_t[j] = du_t
                         if adaptive:
@@ -297,21 +294,23 @@ def lif_bwd_kernel(same_step: bool, reset: int, adaptive: bool):
                             drh[j] += da[j] * (a_cur[j] - sj)
                             da[j] = rh[j] * da[j] + adapt * dth
                         dv[j] = al[j] * du_t
-                        du[j] = du_t
+                        if reset == SUBTRACT_NEXT:
+                            du[j] = du_t
                 elif t == T - 1:  # nothing after s_{T-1}: dh_{T-1} = 0, and the walk starts from g_{T-1}
                     for j in range(size):
                         dh_t[j] = zero
-                        ds[j] = g_t[j]
+                        ds[j] = w_t * g_t[j]
                         u_next[j] = zero  # v_{T-1} feeds no spike: its reset term is 0, even if u_{T-1} is NaN
                         s_next[j] = s_t[j]
                 else:
                     for j in range(size):
+                        sgj = sg[j] if atan else beta * sg[j] / ((one + sg[j]) * (one + sg[j]))
                         sj = g.dtype.type(s_t[j])
                         ds1 = ds[j] + ((one - rh[j]) * da[j] if adaptive else zero)  # all of dL/ds_{t+1}
-                        dz = ds1 * sg[j]
+                        dz = ds1 * sgj
                         du1 = dv[j] * (one - sj) if reset == ZERO else dv[j]  # dL/du_{t+1}
                         dh_t[j] = du1
-                        ds_new = g_t[j]
+                        ds_new = w_t * g_t[j]
                         if not detach_reset:
                             ds_new -= dv[j] * (u_next[j] if reset == ZERO else (th_t[j] if adaptive else threshold))
                         if adaptive:
@@ -370,12 +369,11 @@ def lif_bwd(grad, u, s8, a, alpha, rho, neuron: Neuron, need_dalpha: bool, need_
     drho_lanes = torch.empty((B, N), dtype=dtype) if need_drho else None
     g_np = np_view(grad.to(dtype).reshape(B, T if weights is None else 1, N), dtype, 3)
     scalar = g_np.dtype.type
-    kernel = lif_bwd_kernel(neuron.same_step, neuron.reset, neuron.adaptive)
+    kernel = lif_bwd_kernel(neuron.same_step, neuron.reset, neuron.adaptive, neuron.surrogate == ATAN)
     block = launch_block(B, N)
     kernel(g_np, np_view(u.to(dtype), dtype, 3), np_view(None if neuron.same_step else s8, torch.uint8, 3),
            np_view(a.to(dtype) if a is not None else None, dtype, 3), _vector(alpha, dtype), _vector(rho, dtype),
-           scalar(neuron.threshold), scalar(neuron.adapt), scalar(neuron.beta), neuron.surrogate == ATAN,
-           neuron.fire_ge, neuron.detach_reset, need_dalpha, need_drho, _vector(weights, dtype), block, launch_group(B, N, block),
+           scalar(neuron.threshold), scalar(neuron.adapt), scalar(neuron.beta), neuron.fire_ge, neuron.detach_reset, need_dalpha, need_drho, _vector(weights, dtype), block, launch_group(B, N, block),
            np_view(dh, dtype, 3), np_view(dalpha_lanes, dtype, 2), np_view(drho_lanes, dtype, 2))
     return (dh, dalpha_lanes.sum(0) if need_dalpha else None, drho_lanes.sum(0) if need_drho else None)
 
