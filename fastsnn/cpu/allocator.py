@@ -7,9 +7,9 @@ AMD EPYC (a VM) one such fault costs ~1 us: ~3 ms for a 12 MB tensor, half of a 
 layer's forward + backward (``python -m bench.peers --malloc glibc`` against ``--malloc retain``).
 jemalloc and tcmalloc retain freed memory by design; this asks glibc to do the same.
 
-It changes the whole process's allocator, so the library never calls it on import: ``fastsnn
-train``/``sweep``/``evaluate`` and the benchmarks do (both sides of a comparison alike), and users
-may.
+It changes the whole process's allocator, so the library never calls it by itself: a user's
+training script may, and ``python -m bench.peers --malloc retain`` does (for both sides of the
+comparison alike).
 """
 
 from __future__ import annotations
