@@ -43,7 +43,8 @@ def _lif_fwd_fake(h, alpha, rho, time_weights, same_step, reset, adaptive, fire_
     state = state_dtype(h.dtype)
     out = torch.empty_like(h) if time_weights is None else h.new_empty((h.shape[0], h.shape[2]), dtype=state)
     u = torch.empty_like(h, dtype=state) if save else empty_state(h, state)
-    s8 = torch.empty_like(h, dtype=torch.uint8) if save else empty_state(h, torch.uint8)
+    saves_s8 = save and not (same_step and backend == "cpu")  # the numba backward recomputes same-step spikes
+    s8 = torch.empty_like(h, dtype=torch.uint8) if saves_s8 else empty_state(h, torch.uint8)
     a = torch.empty_like(h, dtype=state) if save and adaptive else empty_state(h, state)
     return out, u, s8, a
 
