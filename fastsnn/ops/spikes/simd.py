@@ -113,34 +113,52 @@ def gather_rows(typingctx, src, rows, start, stop, col, ncols, out, out_row, nve
         align = ir.Constant(_I32, size)
         col_bytes = builder.mul(col_, ir.Constant(_I64, size))
 
-        def load_row(e):
-            r = context.cast(builder, builder.load(builder.gep(rows_a.data, [e])), rows_ty.dtype, types.int64)
-            ptr = _row_pointer(builder, src_a, r, col_bytes, vty)
-            return [_masked(builder, "load", vty, [builder.gep(ptr, [ir.Constant(_I64, k)]), align, masks[k], zero])
-                    for k in range(nv)]
-
         accs = [cgutils.alloca_once_value(builder, zero) for _ in range(parts * nv)]
         count = builder.sub(stop_, start_)
         main_end = builder.add(start_, builder.mul(builder.sdiv(count, ir.Constant(_I64, parts)),
                                                    ir.Constant(_I64, parts)))
-        with cgutils.for_range_slice(builder, start_, main_end, ir.Constant(_I64, parts), intp=_I64) as (e, _):
-            for p in range(parts):
-                for k, v in enumerate(load_row(builder.add(e, ir.Constant(_I64, p)))):
-                    builder.store(builder.fadd(builder.load(accs[p * nv + k]), v), accs[p * nv + k])
-        with cgutils.for_range_slice(builder, main_end, stop_, ir.Constant(_I64, 1), intp=_I64) as (e, _):
-            for k, v in enumerate(load_row(e)):
-                builder.store(builder.fadd(builder.load(accs[k]), v), accs[k])
-        sums = [builder.load(a) for a in accs]
-        while len(sums) > nv:  # pairwise: (p0 + p1) + (p2 + p3)
-            half = len(sums) // 2
-            sums = [builder.fadd(sums[k], sums[k + half]) for k in range(half)]
-        out_ptr = _row_pointer(builder, out_a, row_, col_bytes, vty)
-        for k in range(nv):
-            ptr = builder.gep(out_ptr, [ir.Constant(_I64, k)])
-            value = sums[k]
-            if acc_out:
-                value = builder.fadd(_masked(builder, "load", vty, [ptr, align, masks[k], zero]), value)
-            _masked(builder, "store", vty, [value, ptr, align, masks[k]])
+
+        def load(ptr, k, masked):
+            if masked:
+                return _masked(builder, "load", vty, [ptr, align, masks[k], zero])
+            return builder.load(ptr, align=size)
+
+        def emit(masked: bool):
+            def load_row(e):
+                r = context.cast(builder, builder.load(builder.gep(rows_a.data, [e])), rows_ty.dtype, types.int64)
+                ptr = _row_pointer(builder, src_a, r, col_bytes, vty)
+                return [load(builder.gep(ptr, [ir.Constant(_I64, k)]), k, masked) for k in range(nv)]
+
+            for a in accs:
+                builder.store(zero, a)
+            with cgutils.for_range_slice(builder, start_, main_end, ir.Constant(_I64, parts), intp=_I64) as (e, _):
+                for p in range(parts):
+                    for k, v in enumerate(load_row(builder.add(e, ir.Constant(_I64, p)))):
+                        builder.store(builder.fadd(builder.load(accs[p * nv + k]), v), accs[p * nv + k])
+            with cgutils.for_range_slice(builder, main_end, stop_, ir.Constant(_I64, 1), intp=_I64) as (e, _):
+                for k, v in enumerate(load_row(e)):
+                    builder.store(builder.fadd(builder.load(accs[k]), v), accs[k])
+            sums = [builder.load(a) for a in accs]
+            while len(sums) > nv:  # pairwise: (p0 + p1) + (p2 + p3)
+                half = len(sums) // 2
+                sums = [builder.fadd(sums[k], sums[k + half]) for k in range(half)]
+            out_ptr = _row_pointer(builder, out_a, row_, col_bytes, vty)
+            for k in range(nv):
+                ptr = builder.gep(out_ptr, [ir.Constant(_I64, k)])
+                value = builder.fadd(load(ptr, k, masked), sums[k]) if acc_out else sums[k]
+                if masked:
+                    _masked(builder, "store", vty, [value, ptr, align, masks[k]])
+                else:
+                    builder.store(value, ptr, align=size)
+
+        # a full chunk (every chunk but a row's last) loads whole registers: with masks in the loop,
+        # LLVM ran out of mask registers at nvec = 8 and rebuilt them for every spike
+        full = builder.icmp_signed("==", ncols_, ir.Constant(_I64, nv * (VECTOR_BYTES // size)))
+        with builder.if_else(full) as (whole, partial):
+            with whole:
+                emit(False)
+            with partial:
+                emit(True)
         return context.get_dummy_value()
 
     return types.void(src, rows, start, stop, col, ncols, out, out_row, nvec, accumulate), codegen
