@@ -32,15 +32,16 @@ _SHIFTS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 # Densities (spikes / entries of x) up to which the event-driven kernels beat the dense GEMM on the CPU,
 # by output width N. Measured by bench/spike_crossover.py (bench/results/spike-crossover-amd-epyc.{json,png}:
-# an AMD EPYC (Zen 4), 2 threads), crossovers of the median curves (a 1-thread run, on the machine
-# loaded by other work: weight gradient 0.74 at seed, 0.88 at bigbatch; wide 0.38 and 0.45):
-#   seed (M = 6400, K = 200, N = 30):         forward none (events faster up to density 1), weight grad none
+# an AMD EPYC (Zen 4), 2 threads, quiet; after full column chunks lost their lane masks), crossovers
+# of the median curves (an earlier 1-thread run, on the machine loaded by other work: weight gradient
+# 0.74 at seed, 0.88 at bigbatch; wide 0.38 and 0.45):
+#   seed (M = 6400, K = 200, N = 30):         forward 0.98, weight grad none (events faster up to density 1)
 #   bigbatch (M = 102400, K = 200, N = 30):   forward none, weight grad none
-#   seed128 (M = 6400, K = 200, N = 128):     forward 0.43, weight grad 0.66
-#   wide (M = 6400, K = 2000, N = 1000):      forward 0.41, weight grad 0.47
+#   seed128 (M = 6400, K = 200, N = 128):     forward 0.55, weight grad 0.69
+#   wide (M = 6400, K = 2000, N = 1000):      forward 0.41, weight grad 0.49
 # rounded down. N <= 32 holds an output row in two vector registers; the GEMM is narrowest there.
 CPU_CROSSOVER = {  # op: ((largest N, largest density), ...), the first entry whose N fits
-    "forward": ((32, 1.0), (128, 0.4), (None, 0.35)),
+    "forward": ((32, 1.0), (128, 0.5), (None, 0.4)),
     "weight_grad": ((32, 0.7), (128, 0.6), (None, 0.45)),
 }
 

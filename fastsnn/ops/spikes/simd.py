@@ -129,8 +129,6 @@ def gather_rows(typingctx, src, rows, start, stop, col, ncols, out, out_row, nve
                 ptr = _row_pointer(builder, src_a, r, col_bytes, vty)
                 return [load(builder.gep(ptr, [ir.Constant(_I64, k)]), k, masked) for k in range(nv)]
 
-            for a in accs:
-                builder.store(zero, a)
             with cgutils.for_range_slice(builder, start_, main_end, ir.Constant(_I64, parts), intp=_I64) as (e, _):
                 for p in range(parts):
                     for k, v in enumerate(load_row(builder.add(e, ir.Constant(_I64, p)))):
@@ -151,6 +149,9 @@ def gather_rows(typingctx, src, rows, start, stop, col, ncols, out, out_row, nve
                 else:
                     builder.store(value, ptr, align=size)
 
+        if nv < 4:  # its masks stay in mask registers: one masked loop serves every chunk
+            emit(True)
+            return context.get_dummy_value()
         # a full chunk (every chunk but a row's last) loads whole registers: with masks in the loop,
         # LLVM ran out of mask registers at nvec = 8 and rebuilt them for every spike
         full = builder.icmp_signed("==", ncols_, ir.Constant(_I64, nv * (VECTOR_BYTES // size)))
