@@ -75,6 +75,13 @@ def machine() -> dict:
     return info
 
 
+def write_results(stem: Path, result: dict, table: str) -> None:
+    """``stem``.json (the result) and ``stem``.md (its table), creating the folder."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(table)
+
+
 def save(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

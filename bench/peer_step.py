@@ -17,14 +17,13 @@ backward, no optimizer step; medians of interleaved rounds (bench.common.alterna
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 
 import torch
 import torch.nn.functional as F
 
-from .common import RESULTS, alternate, cpu_name, machine, slug
+from .common import RESULTS, alternate, cpu_name, machine, slug, write_results
 from .workloads import WORKLOADS
 
 TAU = 5.0  # SpikingJelly's tau in steps: alpha = 1 - 1/tau
@@ -134,9 +133,7 @@ def main(argv=None) -> dict:
               "load_average": os.getloadavg()[0], "rows": rows}
     threads = torch.get_num_threads()
     stem = RESULTS / f"peer-step-{slug(cpu_name())}{'' if threads == 2 else f'-{threads}threads'}"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(markdown(result))
+    write_results(stem, result, markdown(result))
     print(f"wrote {stem}.{{json,md}}")
     return result
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import json
 import os
 import sys
 from pathlib import Path
@@ -39,7 +38,7 @@ import torch
 
 import fastsnn
 
-from .common import RESULTS, alternate, machine, slug
+from .common import RESULTS, alternate, machine, slug, write_results
 from .workloads import WORKLOADS
 
 
@@ -243,15 +242,13 @@ def main(argv=None) -> dict:
     table = markdown(result)
     print(table)
     where = info.get("gpu", info["cpu"]) if args.device == "cuda" else info["cpu"]
-    args.out.mkdir(parents=True, exist_ok=True)
     suffix = "" if args.device == "cuda" or args.threads == 2 else f"-{args.threads}threads"
     if "OMP_WAIT_POLICY" in os.environ:
         suffix += f"-omp-{os.environ['OMP_WAIT_POLICY'].lower()}"
     if args.malloc != "glibc":
         suffix += f"-{args.malloc}"
     stem = args.out / f"peers-{args.device}-{slug(where)}{suffix}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(table)
+    write_results(stem, result, table)
     print(f"wrote {stem}.{{json,md}}")
     return result
 

@@ -23,7 +23,7 @@ import torch
 from matplotlib.figure import Figure
 
 from . import memory
-from .common import RESULTS, alternate, machine
+from .common import RESULTS, alternate, machine, write_results
 from .workloads import OPS, WORKLOADS, backends_for, cases, saved_bytes
 
 # fewer repeats where the seed's loop takes seconds a call
@@ -179,10 +179,8 @@ def main(argv=None) -> dict:
     if args.peers:
         table += "\n" + peer_tables(result, workloads, device, args.out)
     print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"{device.type}-{date.today().isoformat()}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(table)
+    write_results(stem, result, table)
     chart(result, stem.with_suffix(".png"))
     print(f"wrote {stem}.{{json,md,png}}")
     return result

@@ -22,7 +22,6 @@ goal would need of the projection.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -31,7 +30,7 @@ import torch
 
 from fastsnn.ops.spikes.cpu import event_matmul_cpu, event_weight_grad_cpu, pack_count_cpu
 
-from .common import RESULTS, alternate, machine, slug
+from .common import RESULTS, alternate, machine, slug, write_results
 from .spike_crossover import EAR1000, _forced_call, _step_and_rest
 from .workloads import WORKLOADS
 
@@ -132,10 +131,8 @@ def main(argv=None) -> dict:
     result = {"machine": info, "command": command.strip(), "malloc": args.malloc, "loadavg_1min": [load, os.getloadavg()[0]], "rows": rows}
     table = markdown(result)
     print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"spike-profile-{slug(info['cpu'])}{'-retain' if args.malloc == 'retain' else ''}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(table)
+    write_results(stem, result, table)
     print(f"wrote {stem}.{{json,md}}")
     return result
 

@@ -1,0 +1,50 @@
+"""The benchmark scripts' command lines run end to end on small settings and write their results."""
+
+import json
+
+import pytest
+
+pytest.importorskip("spikingjelly")
+
+
+@pytest.fixture(autouse=True)
+def keep_threads():
+    """The scripts set torch's (and numba's) thread count for the process: restore it after each."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_peers_writes_json_and_table(tmp_path):
+    from bench import peers
+
+    result = peers.main(["--sizes", "seed", "--configs", "sj-soft,snn-subtract", "--repeats", "2", "--threads", "1",
+                         "--out", str(tmp_path)])
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) == 2 and files[0].endswith("-1threads.json") and files[1].endswith(".md")
+    saved = json.loads((tmp_path / files[0]).read_text())
+    assert saved["malloc"] == "glibc" and [r["config"] for r in saved["rows"]] == ["sj-soft", "snn-subtract"]
+    assert all(r["spikes_differ"] == 0 and r["speedup"] > 0 for r in result["rows"])
+    assert "allocator: glibc's defaults" in (tmp_path / files[1]).read_text()
+
+
+def test_peers_rejects_unknown_sizes(capsys):
+    from bench import peers
+
+    with pytest.raises(SystemExit):
+        peers.main(["--sizes", "huge"])
+    assert "unknown sizes ['huge']" in capsys.readouterr().err
+
+
+def test_spike_profile_writes_the_pieces(tmp_path):
+    from bench import spike_profile
+
+    result = spike_profile.main(["--workloads", "bigbatch", "--repeats", "2", "--out", str(tmp_path)])
+    (row,) = result["rows"]
+    assert set(row["median_ms"]) == {"step (events)", "step (dense)", "rest", "pack", "events fwd", "events wgrad",
+                                      "dense fwd", "dense wgrad"}
+    assert 0.15 < row["density"] < 0.3 and row["M"] == 102400 and row["N"] == 30
+    table = next(tmp_path.glob("spike-profile-*.md")).read_text()
+    assert "step / rest" in table and "packing alone takes" in table
