@@ -4,9 +4,8 @@ Equations and launcher contract: ``docs/kernel_contract.md`` (LIF family); the o
 :func:`fastsnn.ops.lif.reference.lif_ref`. One kernel body serves every member: a factory
 compiles it per structural option (``same_step``, ``reset``, ``adaptive``; the backward also per
 surrogate), which the body reads as compile-time constants, so the seed's neuron runs no code of
-the others. Each lane
-stages its rows in padded local buffers (:func:`fastsnn.cpu.padded`) so that every neuron
-loop vectorises.
+the others. Each lane stages its rows in padded local buffers (:func:`fastsnn.cpu.padded`) so
+that every neuron loop vectorises.
 """
 
 from __future__ import annotations
