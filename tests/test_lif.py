@@ -182,14 +182,15 @@ GROUPED = [c for c in FAMILY if c.backend == "cpu" and (c.B, c.N) == (3, 37) and
            and (c.dtype == F32) == (c.T == 13)]
 
 
+@pytest.mark.parametrize("rows", [2, 4])
 @pytest.mark.parametrize("case", GROUPED, ids=str)
-def test_cpu_backward_with_several_batch_rows_per_lane(case, monkeypatch):
-    """The numba backward runs ``fastsnn.cpu.launch_group`` batch rows side by side in one lane (2 at the
-    seed's width, when there are lanes enough); forced to 2 on B = 3, a full lane and one holding a
-    single row, every family member still equals the reference."""
+def test_cpu_backward_with_several_batch_rows_per_lane(case, rows, monkeypatch):
+    """The numba backward runs ``fastsnn.cpu.launch_group`` batch rows side by side in one lane (2 or 4 at
+    the seed's width, when there are lanes enough); forced to 2 on B = 3 (a full lane and one holding a
+    single row) or to 4 (one lane, a row short), every family member still equals the reference."""
     from fastsnn.ops.lif import cpu as lif_cpu
 
-    monkeypatch.setattr(lif_cpu, "launch_group", lambda B, N, block: 2)
+    monkeypatch.setattr(lif_cpu, "launch_group", lambda B, N, block, width: rows)
     test_family_matches_reference(case)
 
 
@@ -228,6 +229,12 @@ def test_launch_group_keeps_four_lanes_a_thread():
     assert launch_group(B, 1024, launch_block(B, 1024)) == 1
     assert launch_group(2 * threads, 30, launch_block(2 * threads, 30)) == 1  # 2 rows a lane would leave 1 lane a thread
     assert launch_group(0, 30, 30) == 1  # no rows: nothing to group
+    assert launch_group(B, 30, launch_block(B, 30), width=128) == 4  # a wider lane: 4 rows of 32
+    from fastsnn.ops.lif.cpu import _group_width
+    from fastsnn.ops.lif.neuron import Neuron
+
+    assert _group_width(Neuron(same_step=True, reset=1)) == 128  # reads u alone: 4 rows
+    assert _group_width(Neuron()) == _group_width(Neuron(same_step=True, adaptive=True)) == 64
 
 
 @pytest.mark.parametrize("spike,reset", STRUCTURES, ids=[f"{s}-{r}" for s, r in STRUCTURES])

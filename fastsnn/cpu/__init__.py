@@ -156,18 +156,19 @@ def sync_threads() -> int:
 GROUP_WIDTH = 64  # values a lane's neuron loops run over when rows are narrow: 2 rows of 30 neurons (padded 32)
 
 
-def launch_group(B: int, N: int, block: int) -> int:
+def launch_group(B: int, N: int, block: int, width: int = GROUP_WIDTH) -> int:
     """Batch rows per lane for the LIF backward's lanes of ``block`` neurons: as many as make its neuron
-    loops GROUP_WIDTH long (1 for blocks that wide), while every thread keeps 4 lanes.
+    loops ``width`` values long (1 for blocks that wide), while every thread keeps 4 lanes.
 
     A backward step is a dozen short loops and copies per lane; at 30 neurons two batch rows side by
     side took the backward from 16.6 to 10.5 ms at (1024, 100, 30) and from 1.02 to 0.62 ms at
     (64, 100, 30) (AMD EPYC, 1 thread); four rows were slower than two (13 ms; four rows of every
-    array is 20 streams), as was grouping the forward (3.3 -> 4.7 ms, whose copies dominate).
+    array is 20 streams), as was grouping the forward (3.3 -> 4.7 ms, whose copies dominate). A
+    backward that reads fewer arrays a step takes a wider ``width`` (``fastsnn.ops.lif.cpu``).
     """
     threads = sync_threads()
     pad = -(-min(block, max(N, 1)) // PAD) * PAD
-    group = max(1, GROUP_WIDTH // pad)
+    group = max(1, width // pad)
     nblk = -(-N // block) if N else 1
     while group > 1 and -(-B // group) * nblk < 4 * threads:
         group //= 2
