@@ -75,6 +75,28 @@ def machine() -> dict:
     return info
 
 
+# --malloc: the process's allocator during a benchmark, for both sides of a comparison alike
+MALLOC = {"glibc": "glibc's defaults (freed blocks of 128 KiB-32 MiB go back to the OS)",
+          "retain": "glibc told to keep freed memory (fastsnn.cpu.allocator.retain_freed_memory), both sides"}
+
+
+def add_malloc_option(p) -> None:
+    p.add_argument("--malloc", default="glibc", choices=tuple(MALLOC),
+                   help="glibc: the C library's defaults; retain: fastsnn.cpu.allocator.retain_freed_memory()")
+
+
+def apply_malloc(p, choice: str) -> str:
+    """Set up the allocator ``--malloc`` chose (``p.error`` where it cannot be); returns the results file
+    name's suffix for it ("" for glibc's defaults)."""
+    if choice == "glibc":
+        return ""
+    from fastsnn.cpu.allocator import retain_freed_memory
+
+    if not retain_freed_memory():
+        p.error("--malloc retain needs glibc (Linux); this C library is left as it is")
+    return f"-{choice}"
+
+
 def write_results(stem: Path, result: dict, table: str) -> None:
     """``stem``.json (the result) and ``stem``.md (its table), creating the folder."""
     stem.parent.mkdir(parents=True, exist_ok=True)

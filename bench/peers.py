@@ -20,8 +20,8 @@ plus seed128 = (64, 100, 128). Candidates are interleaved round by round (``benc
 Writes ``bench/results/peers-<device>-<cpu or gpu>.{json,md}`` (on CPU with ``--threads`` other than 2,
 ``-<n>threads`` appended; with OMP_WAIT_POLICY set, ``-omp-<policy>``; with ``--malloc retain``,
 ``-retain``). ``--malloc retain`` runs the whole process, both sides, with
-:func:`fastsnn.cpu.allocator.retain_freed_memory` (what ``fastsnn train`` uses): freed tensors stay
-in the heap instead of being faulted back in, page by page, on the next call. The issue's goal: every
+:func:`fastsnn.cpu.allocator.retain_freed_memory`: freed tensors stay in the heap instead of being
+faulted back in, page by page, on the next call. The issue's goal: every
 configuration >= 5x its peer at the seed and bigbatch sizes.
 """
 
@@ -38,7 +38,7 @@ import torch
 
 import fastsnn
 
-from .common import RESULTS, alternate, machine, slug, write_results
+from .common import MALLOC, RESULTS, add_malloc_option, alternate, apply_malloc, machine, slug, write_results
 from .workloads import WORKLOADS
 
 
@@ -104,8 +104,6 @@ def peer_layer(peer: str, options: dict, device: str):
     return run
 
 
-MALLOC = {"glibc": "glibc's defaults (freed blocks of 128 KiB-32 MiB go back to the OS)",
-          "retain": "glibc told to keep freed memory (fastsnn.cpu.allocator.retain_freed_memory), both sides"}
 MISMATCHES: dict = {}  # (config, size): spikes that differ between the peer and fastsnn (0 on CPU)
 
 
@@ -194,15 +192,10 @@ def main(argv=None) -> dict:
     p.add_argument("--configs", default=",".join(CONFIGS))
     p.add_argument("--repeats", type=int, default=7, help="rounds at seed size (others scaled down, at least 2)")
     p.add_argument("--threads", type=int, default=2, help="torch and numba threads (CPU)")
-    p.add_argument("--malloc", default="glibc", choices=("glibc", "retain"),
-                   help="glibc: the C library's defaults; retain: fastsnn.cpu.allocator.retain_freed_memory()")
+    add_malloc_option(p)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
-    if args.malloc == "retain":
-        from fastsnn.cpu.allocator import retain_freed_memory
-
-        if not retain_freed_memory():
-            p.error("--malloc retain needs glibc (Linux); this C library is left as it is")
+    malloc_suffix = apply_malloc(p, args.malloc)
     sizes, configs = args.sizes.split(","), args.configs.split(",")
     for name, chosen, known in (("sizes", sizes, SIZES), ("configs", configs, CONFIGS)):
         if set(chosen) - set(known):
@@ -245,9 +238,7 @@ def main(argv=None) -> dict:
     suffix = "" if args.device == "cuda" or args.threads == 2 else f"-{args.threads}threads"
     if "OMP_WAIT_POLICY" in os.environ:
         suffix += f"-omp-{os.environ['OMP_WAIT_POLICY'].lower()}"
-    if args.malloc != "glibc":
-        suffix += f"-{args.malloc}"
-    stem = args.out / f"peers-{args.device}-{slug(where)}{suffix}"
+    stem = args.out / f"peers-{args.device}-{slug(where)}{suffix}{malloc_suffix}"
     write_results(stem, result, table)
     print(f"wrote {stem}.{{json,md}}")
     return result

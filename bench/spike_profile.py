@@ -30,7 +30,7 @@ import torch
 
 from fastsnn.ops.spikes.cpu import event_matmul_cpu, event_weight_grad_cpu, pack_count_cpu
 
-from .common import RESULTS, alternate, machine, slug, write_results
+from .common import MALLOC, RESULTS, add_malloc_option, alternate, apply_malloc, machine, slug, write_results
 from .spike_crossover import EAR1000, _forced_call, _step_and_rest
 from .workloads import WORKLOADS
 
@@ -84,8 +84,7 @@ def markdown(result: dict) -> str:
     lines = [f"# Event-driven projections: where the step's time goes (cpu: {m['cpu']})", "",
              f"CPU: {m['cpu']}; torch {m['torch']}, {m['threads']} threads, {m['date']}; load average (1 min) "
              f"{result['loadavg_1min'][0]:.1f} at the start, {result['loadavg_1min'][1]:.1f} at the end; allocator: "
-             f"{'glibc told to keep freed memory (retain_freed_memory)' if result['malloc'] == 'retain' else 'glibc defaults'}.",
-             "",
+             f"{MALLOC[result['malloc']]}.", "",
              f"`{result['command']}`. Medians of interleaved rounds, ms (q20-q80 in brackets). The pieces "
              "are the input projection's, alone, on the step's own spikes.", ""]
     for r in result["rows"]:
@@ -110,14 +109,10 @@ def main(argv=None) -> dict:
     p.add_argument("--workloads", default=",".join(WORKLOAD_NAMES))
     p.add_argument("--repeats", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--malloc", default="glibc", choices=("glibc", "retain"))
+    add_malloc_option(p)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
-    if args.malloc == "retain":
-        from fastsnn.cpu.allocator import retain_freed_memory
-
-        if not retain_freed_memory():
-            p.error("--malloc retain needs glibc (Linux); this C library is left as it is")
+    malloc_suffix = apply_malloc(p, args.malloc)
     names = args.workloads.split(",")
     if set(names) - set(WORKLOAD_NAMES):
         p.error(f"unknown workloads {sorted(set(names) - set(WORKLOAD_NAMES))}; choose from {', '.join(WORKLOAD_NAMES)}")
@@ -128,10 +123,11 @@ def main(argv=None) -> dict:
     rows = [profile(name, args.repeats) for name in names]
     info = machine()
     command = "python -m bench.spike_profile " + " ".join(argv if argv is not None else sys.argv[1:])
-    result = {"machine": info, "command": command.strip(), "malloc": args.malloc, "loadavg_1min": [load, os.getloadavg()[0]], "rows": rows}
+    result = {"machine": info, "command": command.strip(), "malloc": args.malloc,
+              "loadavg_1min": [load, os.getloadavg()[0]], "rows": rows}
     table = markdown(result)
     print(table)
-    stem = args.out / f"spike-profile-{slug(info['cpu'])}{'-retain' if args.malloc == 'retain' else ''}"
+    stem = args.out / f"spike-profile-{slug(info['cpu'])}{malloc_suffix}"
     write_results(stem, result, table)
     print(f"wrote {stem}.{{json,md}}")
     return result
