@@ -21,11 +21,9 @@ import platform
 # mallopt parameters (<malloc.h>)
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
+TRIM_THRESHOLD = 1 << 30  # bytes free at the heap's top before glibc returns them to the OS
 
 _retained: bool | None = None
-
-
-TRIM_THRESHOLD = 1 << 30  # bytes free at the heap's top before glibc returns them to the OS
 
 
 def retain_freed_memory() -> bool:

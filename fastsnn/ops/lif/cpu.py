@@ -209,6 +209,9 @@ def lif_bwd_kernel(same_step: bool, reset: int, adaptive: bool, atan: bool):
             s_next = np.zeros(size, np.uint8)
             bits = np.zeros(size, np.int32)
             w_t = one
+            # v_t, the membrane alpha multiplies: the delayed spike's own (z = v_t - theta_t); same-step,
+            # v_{t-1}, needed for alpha's gradient alone
+            need_v = not same_step or need_dalpha
             if summing:  # g is (B, 1, N) then (without, it has no row 0 if T = 0)
                 gather(g_t, g, b0, rows, 0, n0, n1, pad)
             for t in range(T - 1, -1, -1):
@@ -219,9 +222,6 @@ def lif_bwd_kernel(same_step: bool, reset: int, adaptive: bool, atan: bool):
                 gather(u_t, u, b0, rows, t, n0, n1, pad)
                 if reads_s and not same_step:
                     gather(s_t, s8, b0, rows, t, n0, n1, pad)
-                # v_t, the membrane alpha multiplies: the delayed spike's own (z = v_t - theta_t); same-step,
-                # v_{t-1}, needed for alpha's gradient alone
-                need_v = not same_step or need_dalpha
                 if need_v and not same_step:
                     gather(s_prev, s8, b0, rows, max(t - 1, 0), n0, n1, pad)  # s_0 = 0 stands in for s_{-1}
                 if need_v and same_step and t > 0:

@@ -92,7 +92,8 @@ def gather_rows(typingctx, src, rows, start, stop, col, ncols, out, out_row, nve
     integer array; ``ncols <= nvec * L`` (L = 16 float32 or 8 float64 lanes); ``nvec`` and
     ``accumulate`` are compile-time constants. The sum lives in ``nvec`` vector registers per
     partial sum, with ``max(1, 8 // nvec)`` (at most 4) partial sums over interleaved spikes so that
-    the adds do not wait on each other; loads past ``ncols`` are masked off. Work per spike:
+    the adds do not wait on each other; loads past ``ncols`` are masked off (from nvec = 4 on, a full
+    chunk, ``ncols == nvec * L``, takes plain loads instead). Work per spike:
     ``ncols`` adds, ``ncols`` elements read (8 bytes of W or dh per column in float64, 4 in float32).
     """
     if not (isinstance(nvec, types.IntegerLiteral) and isinstance(accumulate, types.BooleanLiteral)):
@@ -123,6 +124,12 @@ def gather_rows(typingctx, src, rows, start, stop, col, ncols, out, out_row, nve
                 return _masked(builder, "load", vty, [ptr, align, masks[k], zero])
             return builder.load(ptr, align=size)
 
+        def store(value, ptr, k, masked):
+            if masked:
+                _masked(builder, "store", vty, [value, ptr, align, masks[k]])
+            else:
+                builder.store(value, ptr, align=size)
+
         def emit(masked: bool):
             def load_row(e):
                 r = context.cast(builder, builder.load(builder.gep(rows_a.data, [e])), rows_ty.dtype, types.int64)
@@ -143,11 +150,7 @@ def gather_rows(typingctx, src, rows, start, stop, col, ncols, out, out_row, nve
             out_ptr = _row_pointer(builder, out_a, row_, col_bytes, vty)
             for k in range(nv):
                 ptr = builder.gep(out_ptr, [ir.Constant(_I64, k)])
-                value = builder.fadd(load(ptr, k, masked), sums[k]) if acc_out else sums[k]
-                if masked:
-                    _masked(builder, "store", vty, [value, ptr, align, masks[k]])
-                else:
-                    builder.store(value, ptr, align=size)
+                store(builder.fadd(load(ptr, k, masked), sums[k]) if acc_out else sums[k], ptr, k, masked)
 
         if nv < 4:  # its masks stay in mask registers: one masked loop serves every chunk
             emit(True)
