@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from fastsnn.cpu import flush_subnormals, restore_subnormals
+from fastsnn.cpu.rows import gather, padded, scatter
 from fastsnn.ops.lif.cpu import exp_nonpositive, lif_bwd, lif_fwd
 from fastsnn.ops.lif.neuron import Neuron
 from fastsnn.ops.lif.reference import lif_ref
@@ -149,3 +150,40 @@ def test_retain_freed_memory_stops_refaulting():
     if default <= 6000:
         pytest.skip(f"glibc's defaults refaulted only {default} pages in 15 steps here: nothing to measure")
     assert 3 * kept < default, f"retained: {kept} page faults in 15 steps, glibc's defaults: {default}"
+
+
+@numba.njit
+def _row_round_trip(src, dst, b0, rows, t, n0, n1):
+    pad = padded(n1 - n0)
+    buf = np.full(pad * rows, 7, src.dtype)
+    gather(buf, src, b0, rows, t, n0, n1, pad)
+    scatter(dst, buf, b0, rows, t, n0, n1, pad)
+    return buf
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8, np.int16])
+@pytest.mark.parametrize("N", [1, 15, 16, 17, 30, 33, 100])
+@pytest.mark.parametrize("strided", [False, True])
+def test_row_copies_move_exactly_the_lane_rows(dtype, N, strided):
+    """gather/scatter (vector copies for contiguous float and uint8 tensors, slices otherwise): the
+    lane's rows arrive in the padded buffer and go back to the same places, nothing else is written,
+    and a vector copy zero-fills the buffer past the row to the end of its last register."""
+    rng = np.random.default_rng(N)
+    full = (rng.random((5, 3, 2 * N)) * 100).astype(dtype)
+    src = full[:, :, ::2] if strided else np.ascontiguousarray(full[:, :, :N])
+    dst_full = np.zeros_like(full)
+    dst = dst_full[:, :, ::2] if strided else np.zeros_like(src)
+    for n0, n1 in ((0, N), (N // 3, N), (0, N // 2)):
+        buf = _row_round_trip(src, dst, 1, 3, 2, n0, n1)
+        m, pad = n1 - n0, -(-(n1 - n0) // 16) * 16
+        vector = not strided and dtype != np.int16
+        end = -(-m // (8 if dtype == np.float64 else 16)) * (8 if dtype == np.float64 else 16) if vector else m
+        for r in range(3):
+            np.testing.assert_array_equal(buf[r * pad: r * pad + m], src[1 + r, 2, n0:n1])
+            assert (buf[r * pad + m: r * pad + end] == 0).all() and (buf[r * pad + end: (r + 1) * pad] == 7).all()
+        np.testing.assert_array_equal(dst[1:4, 2, n0:n1], src[1:4, 2, n0:n1])
+        assert not dst[0].any() and not dst[4].any() and not dst[:, :2].any()
+        assert not dst[1:4, 2, :n0].any() and not dst[1:4, 2, n1:].any()
+        dst[...] = 0
+    if strided:
+        assert not dst_full[:, :, 1::2].any()

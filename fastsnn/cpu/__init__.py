@@ -1,11 +1,13 @@
 """Numba CPU kernels for fastsnn, shipped as ``fastsnn.cpu``.
 
-Each module holds one op: its forward and backward ``@njit(parallel=True)``
-kernels, then their host launchers, with the signatures of
-``docs/kernel_contract.md``. Each ``prange`` iteration owns one lane: a batch
+The kernels live with their ops (``fastsnn/ops/<op>/cpu.py``: forward and backward
+``@njit(parallel=True)`` kernels, then their host launchers, with the signatures of
+``docs/kernel_contract.md``); here are their shared helpers: lanes, launch sizes, thread
+counts, subnormal flushing, and (``rows.py``) the lane buffers and row copies. Each
+``prange`` iteration owns one lane: a batch
 row and a block of neighbouring neurons. It walks time inside the lane with the
 block's neurons innermost, so memory is read in contiguous runs, and it copies
-each time step's rows into local buffers padded to 16 values (:func:`padded`),
+each time step's rows into local buffers padded to 16 values (:func:`~fastsnn.cpu.rows.padded`),
 where the neuron loops compile to SIMD without a scalar remainder (a lane per
 single neuron, striding through time, was measured up to 4x slower:
 ``bench/cpu_candidates.py``). Backward kernels flush subnormals to zero
@@ -42,6 +44,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .rows import PAD, gather, padded, replicated, scatter, scatter2, staged  # noqa: F401 (the kernels' helpers)
+
 
 def cpu_kernel(fn):
     """``numba.njit(parallel=True, cache=True, fastmath=False)``; uncached where numba has nowhere to write."""
@@ -67,57 +71,6 @@ def lane_rows(lane: int, nblk: int, block: int, n: int, group: int, batch: int):
     n0 = (lane - g * nblk) * block
     b0 = g * group
     return b0, min(group, batch - b0), n0, min(n0 + block, n)
-
-
-@numba.njit(inline="always")
-def gather(dst, src, b0: int, rows: int, t: int, n0: int, n1: int, pad: int):
-    """``dst[r pad : r pad + m] = src[b0 + r, t, n0:n1]`` for each of the lane's rows r (src (B, T, N))."""
-    for r in range(rows):
-        dst[r * pad: r * pad + n1 - n0] = src[b0 + r, t, n0:n1]
-
-
-@numba.njit(inline="always")
-def scatter(dst, src, b0: int, rows: int, t: int, n0: int, n1: int, pad: int):
-    """``dst[b0 + r, t, n0:n1] = src[r pad : r pad + m]`` for each of the lane's rows r (dst (B, T, N))."""
-    for r in range(rows):
-        dst[b0 + r, t, n0:n1] = src[r * pad: r * pad + n1 - n0]
-
-
-@numba.njit(inline="always")
-def scatter2(dst, src, b0: int, rows: int, n0: int, n1: int, pad: int):
-    """``dst[b0 + r, n0:n1] = src[r pad : r pad + m]`` (dst (B, N))."""
-    for r in range(rows):
-        dst[b0 + r, n0:n1] = src[r * pad: r * pad + n1 - n0]
-
-
-@numba.njit(inline="always")
-def replicated(src, pad: int, group: int):
-    """A zeroed local buffer of ``pad * group`` holding the 1-D ``src`` at the start of each of its rows."""
-    buf = np.zeros(pad * group, src.dtype)
-    for r in range(group):
-        buf[r * pad: r * pad + src.shape[0]] = src
-    return buf
-
-
-# Lane state lives in local buffers padded to a multiple of 16 (one AVX-512 register of float32):
-# the neuron loops then have no scalar remainder, and LLVM vectorises loops over local buffers
-# that it would not over views into the caller's tensors. Measured on LIF forward, (64, 100, 128):
-# 2.3 ms working on the views, 0.28 ms staged.
-PAD = 16
-
-
-@numba.njit(inline="always")
-def padded(m: int) -> int:
-    """Length of a lane buffer holding m values."""
-    return -(-m // PAD) * PAD
-
-
-@numba.njit(inline="always")
-def staged(src, size: int):
-    """A zeroed local buffer of ``size`` holding a copy of the 1-D ``src`` at its start."""
-    buf = np.zeros(size, src.dtype)
-    buf[: src.shape[0]] = src
-    return buf
 
 
 def np_view(t: torch.Tensor | None, dtype: torch.dtype, ndim: int) -> np.ndarray:
@@ -230,3 +183,4 @@ def restore_subnormals(typingctx, state):
             _mxcsr(builder, "llvm.x86.sse.ldmxcsr", ptr)
         return context.get_dummy_value()
     return types.void(types.uint32), codegen
+

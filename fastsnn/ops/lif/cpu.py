@@ -56,7 +56,7 @@ def lif_fwd_kernel(same_step: bool, reset: int, adaptive: bool):
             acc = np.zeros(size, h.dtype)
             s8_t = np.zeros(size, np.uint8)
             for t in range(T):
-                h_t[:m] = h[b, t, n0:n1]
+                gather(h_t, h, b, 1, t, n0, n1, size)
                 if same_step:  # u_t = alpha v_{t-1} + h_t, s_t = H(u_t - theta_t), then reset and adapt
                     for j in range(size):
                         th = threshold + adapt * a_t[j] if adaptive else threshold
@@ -81,15 +81,15 @@ def lif_fwd_kernel(same_step: bool, reset: int, adaptive: bool):
                     for j in range(size):
                         acc[j] += w_t * s_t[j]
                 else:
-                    s[b, t, n0:n1] = s_t[:m]
+                    scatter(s, s_t, b, 1, t, n0, n1, size)
                 if save:
-                    u[b, t, n0:n1] = u_t[:m]
+                    scatter(u, u_t, b, 1, t, n0, n1, size)
                     if not same_step:  # same-step spikes are recomputed from u in the backward
                         for j in range(size):
                             s8_t[j] = s_t[j] > zero
-                        s8[b, t, n0:n1] = s8_t[:m]
+                        scatter(s8, s8_t, b, 1, t, n0, n1, size)
                     if adaptive:
-                        a_out[b, t, n0:n1] = a_t[:m]
+                        scatter(a_out, a_t, b, 1, t, n0, n1, size)
                 if not same_step:  # s_{t+1} = H(v_t - theta_t), v_{t+1} = reset(alpha v_t + h_t, s_t, theta_t)
                     for j in range(size):  # (the update at t = T-1, from the unused h_{T-1}, is discarded)
                         th = threshold + adapt * a_t[j] if adaptive else threshold
