@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from numba import prange
 
-from fastsnn.cpu import (cpu_kernel, flush_subnormals, lane_span, launch_block, np_view, padded,
-                         restore_subnormals, staged)
+from fastsnn.cpu import (cpu_kernel, flush_subnormals, gather, lane_span, launch_block, np_view, padded,
+                         restore_subnormals, scatter, staged)
 from .._common import state_dtype
 
 
@@ -31,8 +31,8 @@ def leaky_readout_fwd_kernel(h, alpha, block, u):
         u_t = np.zeros(size, h.dtype)
         h_t = np.zeros(size, h.dtype)
         for t in range(T):
-            u[b, t, c0:c1] = u_t[:m]
-            h_t[:m] = h[b, t, c0:c1]
+            scatter(u, u_t, b, 1, t, c0, c1, size)
+            gather(h_t, h, b, 1, t, c0, c1, size)
             for j in range(size):
                 u_t[j] = a[j] * u_t[j] + h_t[j]
 
@@ -56,12 +56,12 @@ def leaky_readout_bwd_kernel(g, u, alpha, need_dalpha, block, dh, dalpha_lanes):
         g_t = np.zeros(size, g.dtype)
         u_t = np.zeros(size, g.dtype)
         for t in range(T - 1, -1, -1):
-            dh[b, t, c0:c1] = du[:m]
+            scatter(dh, du, b, 1, t, c0, c1, size)
             if need_dalpha:
-                u_t[:m] = u[b, t, c0:c1]
+                gather(u_t, u, b, 1, t, c0, c1, size)
                 for j in range(size):
                     da[j] += du[j] * u_t[j]
-            g_t[:m] = g[b, t, c0:c1]
+            gather(g_t, g, b, 1, t, c0, c1, size)
             for j in range(size):
                 du[j] = g_t[j] + a[j] * du[j]
         if need_dalpha:
@@ -83,7 +83,7 @@ def leaky_readout_sum_fwd_kernel(h, alpha, block, m_out):
         h_t = np.zeros(size, h.dtype)
         acc = np.zeros(size, h.dtype)
         for t in range(T):
-            h_t[:m] = h[b, t, c0:c1]
+            gather(h_t, h, b, 1, t, c0, c1, size)
             for j in range(size):
                 acc[j] += u_t[j]
                 u_t[j] = a[j] * u_t[j] + h_t[j]
@@ -115,9 +115,9 @@ def leaky_readout_sum_bwd_kernel(grad_m, h, alpha, need_dalpha, block, dh, dalph
         for k in range(T - 1, -1, -1):
             for j in range(size):
                 dh_k[j] = gm[j] * c_k[j]
-            dh[b, k, c0:c1] = dh_k[:m]
+            scatter(dh, dh_k, b, 1, k, c0, c1, size)
             if need_dalpha:
-                h_k[:m] = h[b, k, c0:c1]
+                gather(h_k, h, b, 1, k, c0, c1, size)
                 for j in range(size):
                     acc[j] += h_k[j] * e_k[j]
             for j in range(size):
