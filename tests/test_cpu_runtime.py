@@ -1,6 +1,7 @@
 """The numba runtime under the CPU kernels (``fastsnn.cpu``): thread counts, the vectorised exp of the LIF
 backward, and the floating-point mode (subnormals flushed in backward kernels only)."""
 
+import os
 import platform
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import fastsnn
 from fastsnn.cpu import flush_subnormals, restore_subnormals
 from fastsnn.cpu.rows import gather, padded, scatter
 from fastsnn.ops.lif.cpu import exp_nonpositive, lif_bwd, lif_fwd
@@ -187,3 +189,63 @@ def test_row_copies_move_exactly_the_lane_rows(dtype, N, strided):
         dst[...] = 0
     if strided:
         assert not dst_full[:, :, 1::2].any()
+
+
+def test_buffer_cache_reuses_only_free_buffers():
+    from fastsnn.cpu import buffers
+
+    buffers.empty_cache()
+    used0, _ = buffers.cached_bytes()  # buffers that earlier tests' tensors still hold
+    shape = (64, 100, 30)  # 768000 bytes: cached
+    size = -(-768000 // buffers.PAGE) * buffers.PAGE
+    a = buffers.empty(shape, torch.float32)
+    ptr = a.data_ptr()
+    view = a[:, 5]
+    del a
+    b = buffers.empty(shape, torch.float32)
+    assert b.data_ptr() != ptr  # a view still holds the first buffer
+    del view
+    c = buffers.empty(shape, torch.float32)
+    assert c.data_ptr() == ptr and c.shape == shape and c.dtype == torch.float32
+    assert buffers.cached_bytes() == (used0 + 2 * size, 0)
+    del b, c
+    assert buffers.cached_bytes() == (used0, 2 * size)
+    small = buffers.empty((10, 30), torch.float32)  # under MIN_BYTES: plain torch.empty
+    assert small.shape == (10, 30) and buffers.cached_bytes() == (used0, 2 * size)
+    buffers.empty_cache()
+    assert buffers.cached_bytes() == (used0, 0)
+
+
+def test_buffer_cache_keeps_at_most_its_limit_free(monkeypatch):
+    from fastsnn.cpu import buffers
+
+    buffers.empty_cache()
+    monkeypatch.setattr(buffers, "limit_bytes", 3 << 20)
+    held = [buffers.empty((1 << 18,), torch.float32) for _ in range(5)]  # 1 MiB each
+    del held
+    buffers.empty((1 << 17,), torch.float32)  # a new size: allocates, then trims the free ones to the limit
+    assert buffers.cached_bytes()[1] <= 3 << 20
+    buffers.empty_cache()
+
+
+def test_cached_outputs_survive_later_calls():
+    """A graph's saved state lives in cached buffers; later calls must not reuse them before its backward."""
+    torch.manual_seed(0)
+    shape = (48, 70, 30)
+    hs = [(torch.randn(shape) * 0.7 + 0.3).requires_grad_() for _ in range(3)]
+    outs = [fastsnn.lif(h, 0.85, spike="same_step", reset="subtract", backend="cpu") for h in hs]
+    for h, s in reversed(list(zip(hs, outs))):
+        (s * torch.linspace(-1, 1, 30)).sum().backward()
+    for h, s in zip(hs, outs):
+        ref = h.detach().clone().requires_grad_()
+        s_ref = fastsnn.lif(ref, 0.85, spike="same_step", reset="subtract", backend="reference")
+        (s_ref * torch.linspace(-1, 1, 30)).sum().backward()
+        torch.testing.assert_close(s, s_ref, rtol=0, atol=0)
+        torch.testing.assert_close(h.grad, ref.grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("value, message", [("-1", ">= 0"), ("lots", "whole number")])
+def test_buffer_cache_limit_is_validated(value, message):
+    proc = subprocess.run([sys.executable, "-c", "import fastsnn.cpu.buffers"], capture_output=True, text=True,
+                          env={**os.environ, "FASTSNN_CPU_CACHE_MB": value})
+    assert proc.returncode != 0 and "FASTSNN_CPU_CACHE_MB" in proc.stderr and message in proc.stderr

@@ -15,8 +15,9 @@ single neuron, striding through time, was measured up to 4x slower:
 float64 for float64 input; bfloat16/float16 inputs are upcast to float32 by
 the launcher. Nothing here is imported by ``import fastsnn``.
 
-Launchers hand numba zero-copy ``.numpy()`` views of contiguous tensors that
-were allocated with ``torch.empty``. Every launch first sets numba's thread
+Launchers hand numba zero-copy ``.numpy()`` views of contiguous tensors; their
+large outputs come from a cache of buffers that earlier outputs released
+(``buffers.py``: no page faults for a step's new tensors). Every launch first sets numba's thread
 count to ``torch.get_num_threads()`` (capped at numba's pool size). Numba
 picks its threading layer itself (tbb if installed, else omp: a second GNU
 OpenMP pool beside torch's). The two pools take turns, never run at once, and

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from numba import prange
 
-from fastsnn.cpu import cpu_kernel, flush_subnormals, restore_subnormals, sync_threads
+from fastsnn.cpu import buffers, cpu_kernel, flush_subnormals, restore_subnormals, sync_threads
 from .._common import state_dtype
 
 UNROLL = 4  # nonzero inputs added per pass over an accumulator run
@@ -134,7 +134,7 @@ def delays_fwd(x: torch.Tensor, wk: torch.Tensor) -> torch.Tensor:
     if dense_input(x):
         xt = F.pad(x.detach().to(dtype).transpose(1, 2), (K - 1, 0))  # (B, I, T + K - 1)
         return F.conv1d(xt, wk.detach().to(dtype).permute(2, 0, 1).flip(-1)).transpose(1, 2).contiguous()
-    h = torch.empty(B, T, O, dtype=dtype)
+    h = buffers.empty((B, T, O), dtype)
     sync_threads()
     x = x.detach().to(dtype).contiguous()
     delays_fwd_kernel(x.numpy(), wk.detach().to(dtype).reshape(I, K * O).contiguous().numpy(), h.view(B, T * O).numpy())
@@ -158,7 +158,7 @@ def delays_bwd(grad: torch.Tensor, x: torch.Tensor, wk: torch.Tensor, need_dx: b
         x = x.detach().to(grad.dtype).contiguous()
         delays_bwd_kernel(x.numpy(), gp.reshape(-1).numpy(), K, min(DWK_BLOCK, max(I, 1)), dwk.view(I, K * O).numpy())
     if need_dx:
-        dx = torch.empty(B, T, I, dtype=grad.dtype)
+        dx = buffers.empty((B, T, I), grad.dtype)
         windows = gp.unfold(1, K, 1)  # (B, T, O, K), a view
         w = wk.permute(0, 2, 1).reshape(I, O * K)
         rows = max(1, chunk_bytes // max(1, T * O * K * grad.element_size()))

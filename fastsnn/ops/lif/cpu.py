@@ -17,7 +17,7 @@ import torch
 from numba import prange, types
 from numba.extending import overload
 
-from fastsnn.cpu import (GROUP_WIDTH, cpu_kernel, flush_subnormals, gather, lane_rows, lane_span, launch_block,
+from fastsnn.cpu import (GROUP_WIDTH, buffers, cpu_kernel, flush_subnormals, gather, lane_rows, lane_span, launch_block,
                          launch_group, np_view, padded, replicated, restore_subnormals, scatter, scatter2, staged)
 
 from .._common import state_dtype
@@ -341,11 +341,11 @@ def lif_fwd(h: torch.Tensor, alpha: torch.Tensor, rho: torch.Tensor | None, neur
     (adaptive), else None."""
     dtype = state_dtype(h.dtype)
     B, T, N = h.shape
-    s = torch.empty((B, T, N), dtype=dtype) if weights is None else None
+    s = buffers.empty((B, T, N), dtype) if weights is None else None
     total = torch.empty((B, N), dtype=dtype) if weights is not None else None
-    u = torch.empty((B, T, N), dtype=dtype) if save else None
-    s8 = torch.empty((B, T, N), dtype=torch.uint8) if save and not neuron.same_step else None
-    a = torch.empty((B, T, N), dtype=dtype) if save and neuron.adaptive else None
+    u = buffers.empty((B, T, N), dtype) if save else None
+    s8 = buffers.empty((B, T, N), torch.uint8) if save and not neuron.same_step else None
+    a = buffers.empty((B, T, N), dtype) if save and neuron.adaptive else None
     h_np = np_view(h.to(dtype), dtype, 3)
     scalar = h_np.dtype.type
     kernel = lif_fwd_kernel(neuron.same_step, neuron.reset, neuron.adaptive)
@@ -363,7 +363,7 @@ def lif_bwd(grad, u, s8, a, alpha, rho, neuron: Neuron, need_dalpha: bool, need_
     uint8 (ignored for same-step spikes); alpha, rho: (N,) -> (dh (B, T, N) state dtype, dalpha (N,) or None, drho (N,) or None)."""
     dtype = state_dtype(grad.dtype)
     B, T, N = u.shape
-    dh = torch.empty((B, T, N), dtype=dtype)
+    dh = buffers.empty((B, T, N), dtype)
     dalpha_lanes = torch.empty((B, N), dtype=dtype) if need_dalpha else None
     drho_lanes = torch.empty((B, N), dtype=dtype) if need_drho else None
     g_np = np_view(grad.to(dtype).reshape(B, T if weights is None else 1, N), dtype, 3)

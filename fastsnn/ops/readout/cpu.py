@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from numba import prange
 
-from fastsnn.cpu import (cpu_kernel, flush_subnormals, gather, lane_span, launch_block, np_view, padded,
+from fastsnn.cpu import (buffers, cpu_kernel, flush_subnormals, gather, lane_span, launch_block, np_view, padded,
                          restore_subnormals, scatter, staged)
 from .._common import state_dtype
 
@@ -133,7 +133,7 @@ def leaky_readout_fwd(h: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """h: (B, T, C); alpha: (C,) -> u: (B, T, C), dtype of h."""
     dtype = state_dtype(h.dtype)
     B, T, C = h.shape
-    u = torch.empty((B, T, C), dtype=dtype)
+    u = buffers.empty((B, T, C), dtype)
     leaky_readout_fwd_kernel(
         np_view(h.to(dtype), dtype, 3), np_view(alpha.to(dtype), dtype, 1), launch_block(B, C), np_view(u, dtype, 3)
     )
@@ -144,7 +144,7 @@ def leaky_readout_bwd(grad_u, u, alpha, need_dalpha: bool):
     """grad_u: (B, T, C); u: (B, T, C) or None; alpha: (C,) -> dh: (B, T, C) state dtype, dalpha: (C,) or None."""
     dtype = state_dtype(grad_u.dtype)
     B, T, C = grad_u.shape
-    dh = torch.empty((B, T, C), dtype=dtype)
+    dh = buffers.empty((B, T, C), dtype)
     dalpha_lanes = torch.empty((B, C), dtype=dtype) if need_dalpha else None
     leaky_readout_bwd_kernel(
         np_view(grad_u.to(dtype), dtype, 3), np_view(u.to(dtype) if need_dalpha else None, dtype, 3),
@@ -169,7 +169,7 @@ def leaky_readout_sum_bwd(grad_m, h, alpha, T: int, need_dalpha: bool):
     """grad_m: (B, C); h: (B, T, C) or None; alpha: (C,) -> dh: (B, T, C) state dtype, dalpha: (C,) or None."""
     dtype = state_dtype(grad_m.dtype)
     B, C = grad_m.shape
-    dh = torch.empty((B, T, C), dtype=dtype)
+    dh = buffers.empty((B, T, C), dtype)
     dalpha_lanes = torch.empty((B, C), dtype=dtype) if need_dalpha else None
     leaky_readout_sum_bwd_kernel(
         np_view(grad_m.to(dtype), dtype, 2), np_view(h.to(dtype) if need_dalpha else None, dtype, 3),

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from fastsnn.cpu import cpu_kernel, sync_threads
+from fastsnn.cpu import buffers, cpu_kernel, sync_threads
 
 from .simd import VECTOR_BYTES, append_bits, bit_plane64, gather_rows, popcount
 
@@ -240,7 +240,7 @@ def event_matmul_cpu(bits: torch.Tensor, counts: torch.Tensor, w: torch.Tensor, 
     kwords = max(1, tile_bytes // (VECTOR_BYTES * nvec) // 64)
     if not k:
         return torch.zeros(m, n, dtype=w.dtype)
-    h = torch.empty(m, n, dtype=w.dtype)
+    h = buffers.empty((m, n), w.dtype)
     if m and n:
         event_fwd_kernel(nvec)(bits.contiguous().numpy(), counts.contiguous().numpy(), w.numpy(), block, kwords,
                                _index(k), h.numpy())
