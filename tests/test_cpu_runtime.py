@@ -142,16 +142,20 @@ print(sum(faults[15:]))
 
 
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
-def test_retain_freed_memory_stops_refaulting():
-    """With glibc's defaults the layer's freed tensors go back to the OS and fault back in on later steps
-    (thousands of pages a step, measured ~1 us each on a VM); retained, the heap serves them again."""
-    def faults(mode):
-        out = subprocess.run([sys.executable, "-c", REFAULTS, mode], capture_output=True, text=True, check=True)
+def test_buffer_cache_and_retained_memory_stop_refaulting():
+    """Without the kernels' buffer cache, glibc's defaults send the layer's freed tensors back to the OS, and
+    they fault back in on later steps (thousands of pages a step, ~1 us each on a VM). The cache (on by
+    default) serves them again, as does glibc told to retain freed memory."""
+    def faults(mode, cache_mb):
+        out = subprocess.run([sys.executable, "-c", REFAULTS, mode], capture_output=True, text=True, check=True,
+                             env={**os.environ, "FASTSNN_CPU_CACHE_MB": cache_mb})
         return int(out.stdout)
-    kept, default = faults("retain"), faults("glibc")
+    default = faults("glibc", "0")
     if default <= 6000:
         pytest.skip(f"glibc's defaults refaulted only {default} pages in 15 steps here: nothing to measure")
+    kept, cached = faults("retain", "0"), faults("glibc", "512")
     assert 3 * kept < default, f"retained: {kept} page faults in 15 steps, glibc's defaults: {default}"
+    assert 3 * cached < default, f"buffer cache: {cached} page faults in 15 steps, without: {default}"
 
 
 @numba.njit

@@ -185,3 +185,18 @@ def restore_subnormals(typingctx, state):
         return context.get_dummy_value()
     return types.void(types.uint32), codegen
 
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """``a * b + c`` rounded once (``llvm.fma``: one vfmadd where the CPU has FMA), for float32 or float64
+    alike. Numba compiles without fast-math, so it never fuses a multiply and an add by itself."""
+    if not (a == b == c and a in (types.float32, types.float64)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ty = context.get_value_type(signature.args[0])
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ty, [ty, ty, ty]),
+                                            f"llvm.fma.{'f32' if signature.args[0] == types.float32 else 'f64'}")
+        return builder.call(fn, args)
+    return a(a, b, c), codegen

@@ -17,8 +17,9 @@ import torch
 from numba import prange, types
 from numba.extending import overload
 
-from fastsnn.cpu import (GROUP_WIDTH, buffers, cpu_kernel, flush_subnormals, gather, lane_rows, lane_span, launch_block,
-                         launch_group, np_view, padded, replicated, restore_subnormals, scatter, scatter2, staged)
+from fastsnn.cpu import (GROUP_WIDTH, buffers, cpu_kernel, flush_subnormals, fma, gather, lane_rows, lane_span,
+                         launch_block, launch_group, np_view, padded, replicated, restore_subnormals, scatter, scatter2,
+                         staged)
 
 from .._common import state_dtype
 from .neuron import ATAN, SUBTRACT, SUBTRACT_NEXT, ZERO, Neuron
@@ -117,7 +118,9 @@ def exp_nonpositive(x, out, bits):
 
 # Cephes' expf (range reduction by ln 2 in two parts, degree-7 polynomial, 2^k from the exponent
 # bits) written as plain loops, so that it vectorises: pip's llvmlite has no vector math library,
-# and a call to np.exp keeps the surrogate's loop scalar. Within 2 ulp of np.exp on [-87, 0];
+# and a call to np.exp keeps the surrogate's loop scalar. Its Horner steps are explicit fused
+# multiply-adds (numba never fuses without fast-math): the same-step LIF backward at
+# (1024, 100, 30), 1 thread, AMD EPYC, 4.0-4.3 -> 3.5 ms, the seed's 6.3 -> 5.9 ms. Within 2 ulp of np.exp on [-87, 0];
 # below -87, where float32 exp turns subnormal, it returns 0, as flush-to-zero would; NaN stays
 # NaN, as in np.exp (a NaN membrane gives a NaN surrogate gradient, as in the reference).
 _LOG2E = np.float32(1.44269504088896341)
@@ -139,14 +142,14 @@ def _exp_nonpositive(x, out, bits):
         for j in range(x.shape[0]):
             inside = x[j] >= np.float32(-87.0)  # False below -87 and for NaN
             xj = x[j] if inside else np.float32(-87.0)
-            k = np.floor(xj * _LOG2E + np.float32(0.5))
-            r = xj - k * _LN2_HI - k * _LN2_LO
-            p = _P[0] * r + _P[1]
-            p = p * r + _P[2]
-            p = p * r + _P[3]
-            p = p * r + _P[4]
-            p = p * r + _P[5]
-            p = p * r * r + r + np.float32(1.0)
+            k = np.floor(fma(xj, _LOG2E, np.float32(0.5)))
+            r = fma(-k, _LN2_LO, fma(-k, _LN2_HI, xj))
+            p = fma(_P[0], r, _P[1])
+            p = fma(p, r, _P[2])
+            p = fma(p, r, _P[3])
+            p = fma(p, r, _P[4])
+            p = fma(p, r, _P[5])
+            p = fma(p, r * r, r + np.float32(1.0))
             out[j] = p if inside else (np.float32(0.0) if x[j] < np.float32(-87.0) else x[j])  # NaN stays NaN
             bits[j] = (np.int32(k) + np.int32(127)) << np.int32(23)
         scale = bits.view(np.float32)  # 2^k
