@@ -200,3 +200,15 @@ def fma(typingctx, a, b, c):
                                             f"llvm.fma.{'f32' if signature.args[0] == types.float32 else 'f64'}")
         return builder.call(fn, args)
     return a(a, b, c), codegen
+
+
+@intrinsic
+def float32_bits(typingctx, bits):
+    """The float32 whose IEEE bits are the low 32 bits of the integer ``bits`` (a bitcast, no conversion)."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        low = context.cast(builder, args[0], signature.args[0], types.int32)
+        return builder.bitcast(low, ir.FloatType())
+    return types.float32(bits), codegen

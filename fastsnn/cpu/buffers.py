@@ -110,4 +110,5 @@ def cached_bytes() -> tuple[int, int]:
     """(bytes in cached buffers that tensors still use, bytes in free ones)."""
     with _lock:
         free = [_free(_buffers, i) for i in range(len(_buffers))]
-        return (sum(b.nbytes for b, f in zip(_buffers, free) if not f), sum(b.nbytes for b, f in zip(_buffers, free) if f))
+        used = sum(b.nbytes for b, f in zip(_buffers, free) if not f)
+        return used, sum(b.nbytes for b in _buffers) - used

@@ -117,7 +117,8 @@ def _copy_rows(typingctx, local, tensor, b0, rows, t, n0, n1, pad, to_local):
             fnty = ir.FunctionType(vty, [vty.as_pointer(), i32, mty, vty])
         else:
             fnty = ir.FunctionType(ir.VoidType(), [vty, vty.as_pointer(), i32, mty])
-        masked = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.{'load' if inward else 'store'}.{suffix}")
+        name = f"llvm.masked.{'load' if inward else 'store'}.{suffix}"
+        masked = cgutils.get_or_insert_function(builder.module, fnty, name)
         align = ir.Constant(i32, size)
         iota = ir.Constant(ity, list(range(lanes)))
         m = builder.sub(n1_, n0_)

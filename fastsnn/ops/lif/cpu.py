@@ -17,9 +17,9 @@ import torch
 from numba import prange, types
 from numba.extending import overload
 
-from fastsnn.cpu import (GROUP_WIDTH, buffers, cpu_kernel, flush_subnormals, fma, gather, lane_rows, lane_span,
-                         launch_block, launch_group, np_view, padded, replicated, restore_subnormals, scatter, scatter2,
-                         staged)
+from fastsnn.cpu import (GROUP_WIDTH, buffers, cpu_kernel, float32_bits, flush_subnormals, fma, gather, lane_rows,
+                         lane_span, launch_block, launch_group, np_view, padded, replicated, restore_subnormals,
+                         scatter, scatter2, staged)
 
 from .._common import state_dtype
 from .neuron import ATAN, SUBTRACT, SUBTRACT_NEXT, ZERO, Neuron
@@ -111,16 +111,17 @@ def lif_fwd_kernel(same_step: bool, reset: int, adaptive: bool):
     return kernel
 
 
-def exp_nonpositive(x, out, bits):
-    """out[j] = exp(x[j]) for x[j] <= 0; bits is int32 scratch of the same length (float32 only)."""
+def exp_nonpositive(x, out):
+    """out[j] = exp(x[j]) for x[j] <= 0 (1-D arrays of one length)."""
     out[:] = np.exp(x)
 
 
 # Cephes' expf (range reduction by ln 2 in two parts, degree-7 polynomial, 2^k from the exponent
-# bits) written as plain loops, so that it vectorises: pip's llvmlite has no vector math library,
+# bits) written as one plain loop, so that it vectorises: pip's llvmlite has no vector math library,
 # and a call to np.exp keeps the surrogate's loop scalar. Its Horner steps are explicit fused
-# multiply-adds (numba never fuses without fast-math): the same-step LIF backward at
-# (1024, 100, 30), 1 thread, AMD EPYC, 4.0-4.3 -> 3.5 ms, the seed's 6.3 -> 5.9 ms. Within 2 ulp of np.exp on [-87, 0];
+# multiply-adds (numba never fuses without fast-math) and 2^k is a bitcast in the same loop (it
+# was a second pass over an int32 scratch array): the same-step LIF backward at (1024, 100, 30),
+# 1 thread, AMD EPYC, 4.0-4.3 -> 3.0 ms, the seed's 6.3 -> 5.5-5.7 ms. Within 2 ulp of np.exp on [-87, 0];
 # below -87, where float32 exp turns subnormal, it returns 0, as flush-to-zero would; NaN stays
 # NaN, as in np.exp (a NaN membrane gives a NaN surrogate gradient, as in the reference).
 _LOG2E = np.float32(1.44269504088896341)
@@ -131,14 +132,14 @@ _P = tuple(np.float32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.333451907
 
 
 @overload(exp_nonpositive, inline="always")
-def _exp_nonpositive(x, out, bits):
+def _exp_nonpositive(x, out):
     if x.dtype != types.float32:
-        def exact(x, out, bits):
+        def exact(x, out):
             for j in range(x.shape[0]):
                 out[j] = np.exp(x[j])
         return exact
 
-    def polynomial(x, out, bits):
+    def polynomial(x, out):
         for j in range(x.shape[0]):
             inside = x[j] >= np.float32(-87.0)  # False below -87 and for NaN
             xj = x[j] if inside else np.float32(-87.0)
@@ -149,12 +150,9 @@ def _exp_nonpositive(x, out, bits):
             p = fma(p, r, _P[3])
             p = fma(p, r, _P[4])
             p = fma(p, r, _P[5])
-            p = fma(p, r * r, r + np.float32(1.0))
+            two_k = float32_bits((np.int32(k) + np.int32(127)) << np.int32(23))
+            p = fma(p, r * r, r + np.float32(1.0)) * two_k
             out[j] = p if inside else (np.float32(0.0) if x[j] < np.float32(-87.0) else x[j])  # NaN stays NaN
-            bits[j] = (np.int32(k) + np.int32(127)) << np.int32(23)
-        scale = bits.view(np.float32)  # 2^k
-        for j in range(x.shape[0]):
-            out[j] *= scale[j]
     return polynomial
 
 
@@ -210,7 +208,6 @@ def lif_bwd_kernel(same_step: bool, reset: int, adaptive: bool, atan: bool):
             s_t = np.zeros(size, np.uint8)
             s_prev = np.zeros(size, np.uint8)
             s_next = np.zeros(size, np.uint8)
-            bits = np.zeros(size, np.int32)
             w_t = one
             # v_t, the membrane alpha multiplies: the delayed spike's own (z = v_t - theta_t); same-step,
             # v_{t-1}, needed for alpha's gradient alone
@@ -271,7 +268,7 @@ def lif_bwd_kernel(same_step: bool, reset: int, adaptive: bool, atan: bool):
                     else:
                         sg[j] = -abs(beta * z)
                 if not atan:
-                    exp_nonpositive(sg, sg, bits)
+                    exp_nonpositive(sg, sg)
                 if same_step:
                     for j in range(size):
                         sgj = sg[j] if atan else beta * sg[j] / ((one + sg[j]) * (one + sg[j]))
