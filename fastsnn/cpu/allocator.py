@@ -3,9 +3,10 @@
 glibc's malloc hands blocks over 128 KiB-32 MiB to ``mmap`` and trims the top of its heap when more
 than twice that is free; a training step that allocates and frees tens of megabytes of (B, T, N)
 tensors then takes every page of them back from the kernel, zeroed, on each step. On the 2-core
-AMD EPYC (a VM) one such fault costs ~1 us: ~3 ms for a 12 MB tensor, half of a bigbatch LIF
-layer's forward + backward (``python -m bench.peers --malloc glibc`` against ``--malloc retain``).
-jemalloc and tcmalloc retain freed memory by design; this asks glibc to do the same.
+AMD EPYC (a VM) one such fault costs ~1 us: ~3 ms for a 12 MB tensor, as long as a bigbatch LIF
+layer's whole forward + backward. jemalloc and tcmalloc retain freed memory by design; this asks
+glibc to do the same. The CPU kernels' own outputs already avoid it (:mod:`fastsnn.cpu.buffers`);
+this covers every other tensor of a step (torch's matmuls, activations, optimiser state).
 
 It changes the whole process's allocator, so the library never calls it by itself: a user's
 training script may, and ``python -m bench.peers --malloc retain`` does (for both sides of the
