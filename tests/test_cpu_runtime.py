@@ -232,6 +232,25 @@ def test_buffer_cache_keeps_at_most_its_limit_free(monkeypatch):
     buffers.empty_cache()
 
 
+def test_buffer_cache_limit_below_one_buffer_never_aliases(monkeypatch):
+    """With a limit smaller than one buffer, a new buffer is dropped from the cache once freed, never
+    handed out in place of another (it used to be trimmed before its tensor held it)."""
+    from fastsnn.cpu import buffers
+
+    buffers.empty_cache()
+    monkeypatch.setattr(buffers, "limit_bytes", 1)
+    a = buffers.empty((1 << 18,), torch.float32)
+    a.fill_(1.0)
+    b = buffers.empty((1 << 18,), torch.float32)
+    b.fill_(2.0)
+    assert a.data_ptr() != b.data_ptr() and bool((a == 1).all()) and bool((b == 2).all())
+    del a, b
+    buffers.empty((1 << 17,), torch.float32)  # trims the free ones: only this call's buffer comes back
+    assert buffers.cached_bytes()[1] == 1 << 19
+    buffers.empty_cache()
+    assert buffers.cached_bytes()[1] == 0
+
+
 def test_cached_outputs_survive_later_calls():
     """A graph's saved state lives in cached buffers; later calls must not reuse them before its backward."""
     torch.manual_seed(0)

@@ -15,7 +15,8 @@ behave as any CPU tensor, except that their storage cannot be resized (``resize_
 size raises).
 
 Free buffers are kept up to ``FASTSNN_CPU_CACHE_MB`` MiB (default 512; 0 turns the cache off),
-the oldest dropped first; :func:`empty_cache` drops them all. Outputs under MIN_BYTES come from
+the oldest dropped first, checked at each allocation (which leaves room for the buffer it hands
+out); :func:`empty_cache` drops them all. Outputs under MIN_BYTES come from
 ``torch.empty``: glibc serves those from its heap without faults.
 """
 
@@ -75,15 +76,17 @@ def empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         return torch.empty(shape, dtype=dtype)
     size = -(-nbytes // PAGE) * PAGE
     with _lock:
+        buf = None
         for i in range(len(_buffers)):
             if _buffers[i].nbytes == size and _free(_buffers, i):
-                _buffers.append(_buffers.pop(i))  # most recently used last
+                buf = _buffers.pop(i)
                 break
-        else:
-            _buffers.append(np.empty(size, np.uint8))
-            _trim(limit_bytes)
-        view = _buffers[-1][:nbytes]
-    return torch.from_numpy(view.view(np_dtype).reshape(shape))
+        if buf is None:
+            buf = np.empty(size, np.uint8)
+        _buffers.append(buf)  # most recently used last
+        # room for buf once it comes back; buf is held by this frame too, so never taken for a free one
+        _trim(max(0, limit_bytes - size))
+    return torch.from_numpy(buf[:nbytes].view(np_dtype).reshape(shape))
 
 
 def _trim(keep: int) -> None:
