@@ -74,7 +74,7 @@ def scatter2(dst, src, b0: int, rows: int, n0: int, n1: int, pad: int):
 def _vector_rows(local, tensor) -> bool:
     """Whether :func:`_copy_rows` serves this buffer and tensor (else the slice copy)."""
     return (isinstance(local, types.Array) and isinstance(tensor, types.Array) and local.ndim == 1
-            and tensor.ndim == 3 and tensor.layout == "C" and local.dtype == tensor.dtype
+            and local.layout == "C" and tensor.ndim == 3 and tensor.layout == "C" and local.dtype == tensor.dtype
             and local.dtype in (types.float32, types.float64, types.uint8))
 
 
