@@ -186,7 +186,6 @@ def restore_subnormals(typingctx, state):
     return types.void(types.uint32), codegen
 
 
-
 @intrinsic
 def fma(typingctx, a, b, c):
     """``a * b + c`` rounded once (``llvm.fma``: one vfmadd where the CPU has FMA), for float32 or float64

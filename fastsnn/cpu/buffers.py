@@ -71,7 +71,7 @@ def empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     for d in shape:
         numel *= d
     np_dtype = _NUMPY.get(dtype)
-    nbytes = numel * torch.empty((), dtype=dtype).element_size()
+    nbytes = numel * dtype.itemsize
     if np_dtype is None or nbytes < MIN_BYTES or limit_bytes == 0:
         return torch.empty(shape, dtype=dtype)
     size = -(-nbytes // PAGE) * PAGE

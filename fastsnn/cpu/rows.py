@@ -20,6 +20,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
+from . import vectors
+
 # Lane state lives in local buffers padded to a multiple of 16 (one AVX-512 register of float32):
 # the neuron loops then have no scalar remainder, and LLVM vectorises loops over local buffers
 # that it would not over views into the caller's tensors. Measured on LIF forward, (64, 100, 128):
@@ -111,14 +113,6 @@ def _copy_rows(typingctx, local, tensor, b0, rows, t, n0, n1, pad, to_local):
         lanes = min(64 // size, PAD)  # uint8: 16 lanes, so that a whole store stays inside the row's padding
         i32 = ir.IntType(32)
         vty, ity = ir.VectorType(elem, lanes), ir.VectorType(i32, lanes)
-        mty = ir.VectorType(ir.IntType(1), lanes)
-        suffix = f"v{lanes}{'i8' if size == 1 else 'f32' if size == 4 else 'f64'}.p0"
-        if inward:
-            fnty = ir.FunctionType(vty, [vty.as_pointer(), i32, mty, vty])
-        else:
-            fnty = ir.FunctionType(ir.VoidType(), [vty, vty.as_pointer(), i32, mty])
-        name = f"llvm.masked.{'load' if inward else 'store'}.{suffix}"
-        masked = cgutils.get_or_insert_function(builder.module, fnty, name)
         align = ir.Constant(i32, size)
         iota = ir.Constant(ity, list(range(lanes)))
         m = builder.sub(n1_, n0_)
@@ -129,16 +123,15 @@ def _copy_rows(typingctx, local, tensor, b0, rows, t, n0, n1, pad, to_local):
                                             inds=[builder.add(b0_, r), t_, n0_], wraparound=False, boundscheck=False)
             base = builder.gep(loc.data, [builder.mul(r, pad_)])
             with cgutils.for_range_slice(builder, ir.Constant(m.type, 0), m, ir.Constant(m.type, lanes)) as (c, _):
-                left = builder.insert_element(ir.Constant(ity, ir.Undefined), builder.trunc(builder.sub(m, c), i32),
-                                              ir.Constant(i32, 0))
-                left = builder.shuffle_vector(left, ir.Constant(ity, ir.Undefined), ir.Constant(ity, [0] * lanes))
+                left = vectors.splat(builder, builder.trunc(builder.sub(m, c), i32), lanes)
                 mask = builder.icmp_signed("<", iota, left)  # lanes before the row's end
                 far = builder.bitcast(builder.gep(row, [c]), vty.as_pointer())
                 near = builder.bitcast(builder.gep(base, [c]), vty.as_pointer())
                 if inward:
-                    builder.store(builder.call(masked, [far, align, mask, ir.Constant(vty, None)]), near, align=size)
+                    value = vectors.masked(builder, "load", vty, [far, align, mask, ir.Constant(vty, None)])
+                    builder.store(value, near, align=size)
                 else:
-                    builder.call(masked, [builder.load(near, align=size), far, align, mask])
+                    vectors.masked(builder, "store", vty, [builder.load(near, align=size), far, align, mask])
         return context.get_dummy_value()
 
     return types.void(local, tensor, b0, rows, t, n0, n1, pad, to_local), codegen

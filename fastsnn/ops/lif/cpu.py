@@ -360,7 +360,8 @@ def lif_fwd(h: torch.Tensor, alpha: torch.Tensor, rho: torch.Tensor | None, neur
 def lif_bwd(grad, u, s8, a, alpha, rho, neuron: Neuron, need_dalpha: bool, need_drho: bool,
             weights: torch.Tensor | None = None):
     """grad: (B, T, N), or (B, N) with weights: (T,); u, a: (B, T, N) (a None unless adaptive); s8: (B, T, N)
-    uint8 (ignored for same-step spikes); alpha, rho: (N,) -> (dh (B, T, N) state dtype, dalpha (N,) or None, drho (N,) or None)."""
+    uint8 (ignored for same-step spikes); alpha, rho: (N,) -> (dh (B, T, N) state dtype, dalpha (N,) or None,
+    drho (N,) or None)."""
     dtype = state_dtype(grad.dtype)
     B, T, N = u.shape
     dh = buffers.empty((B, T, N), dtype)

@@ -15,14 +15,10 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from fastsnn.cpu import vectors
+
 _I1, _I8, _I32, _I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 VECTOR_BYTES = 64  # one AVX-512 register; LLVM splits it where registers are narrower
-
-
-def _splat(builder, value, n: int):
-    vec = builder.insert_element(ir.Constant(ir.VectorType(value.type, n), ir.Undefined), value, ir.Constant(_I32, 0))
-    zeros = ir.Constant(ir.VectorType(_I32, n), [0] * n)
-    return builder.shuffle_vector(vec, ir.Constant(vec.type, ir.Undefined), zeros)
 
 
 @intrinsic
@@ -33,7 +29,7 @@ def bit_plane64(typingctx, data, start, bit):
         arr = context.make_array(signature.args[0])(context, builder, args[0])
         vty = ir.VectorType(_I8, 64)
         ptr = builder.bitcast(builder.gep(arr.data, [args[1]]), vty.as_pointer())
-        probe = _splat(builder, builder.shl(ir.Constant(_I8, 1), builder.trunc(args[2], _I8)), 64)
+        probe = vectors.splat(builder, builder.shl(ir.Constant(_I8, 1), builder.trunc(args[2], _I8)), 64)
         hit = builder.icmp_unsigned("!=", builder.and_(builder.load(ptr, align=1), probe), ir.Constant(vty, [0] * 64))
         return builder.bitcast(hit, _I64)
     return types.uint64(data, types.intp, types.intp), codegen
@@ -64,24 +60,13 @@ def append_bits(typingctx, word, base, out, pos):
         iota = ir.Constant(vty, list(range(lanes)))
         for q in range(64 // lanes):
             bits = builder.trunc(builder.lshr(word_, ir.Constant(_I64, lanes * q)), chunk)
-            idx = builder.add(_splat(builder, builder.add(base_, ir.Constant(ity, lanes * q)), lanes), iota)
+            idx = builder.add(vectors.splat(builder, builder.add(base_, ir.Constant(ity, lanes * q)), lanes), iota)
             packed = builder.call(compress, [idx, builder.bitcast(bits, mty), ir.Constant(vty, ir.Undefined)])
             builder.store(packed, builder.bitcast(builder.gep(arr.data, [pos_]), vty.as_pointer()), align=width // 8)
             pos_ = builder.add(pos_, builder.call(ctpop, [builder.zext(bits, _I64)]))
         return pos_
 
     return types.int64(types.uint64, base, out, types.int64), codegen
-
-
-def _masked(builder, name: str, vty, args):
-    mty = ir.VectorType(_I1, vty.count)
-    if name == "load":
-        fnty = ir.FunctionType(vty, [vty.as_pointer(), _I32, mty, vty])
-    else:
-        fnty = ir.FunctionType(ir.VoidType(), [vty, vty.as_pointer(), _I32, mty])
-    suffix = "f32" if vty.element == ir.FloatType() else "f64"
-    fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.{name}.v{vty.count}{suffix}.p0")
-    return builder.call(fn, args)
 
 
 @intrinsic
@@ -121,12 +106,12 @@ def gather_rows(typingctx, src, rows, start, stop, col, ncols, out, out_row, nve
 
         def load(ptr, k, masked):
             if masked:
-                return _masked(builder, "load", vty, [ptr, align, masks[k], zero])
+                return vectors.masked(builder, "load", vty, [ptr, align, masks[k], zero])
             return builder.load(ptr, align=size)
 
         def store(value, ptr, k, masked):
             if masked:
-                _masked(builder, "store", vty, [value, ptr, align, masks[k]])
+                vectors.masked(builder, "store", vty, [value, ptr, align, masks[k]])
             else:
                 builder.store(value, ptr, align=size)
 
@@ -204,7 +189,8 @@ def _vector_setup(context, builder, dtype, ncols, nv: int):
     lanes = VECTOR_BYTES // size
     vty = ir.VectorType(fty, lanes)
     iota = ir.Constant(ir.VectorType(_I64, lanes), list(range(lanes)))
-    masks = [builder.icmp_signed("<", iota, _splat(builder, builder.sub(ncols, ir.Constant(_I64, k * lanes)), lanes))
+    masks = [builder.icmp_signed("<", iota, vectors.splat(builder, builder.sub(ncols, ir.Constant(_I64, k * lanes)),
+                                                          lanes))
              for k in range(nv)]
     return vty, size, masks, ir.Constant(vty, [0.0] * lanes)
 
