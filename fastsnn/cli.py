@@ -22,6 +22,16 @@ def _range(text: str) -> tuple[float, float]:
     return low, high
 
 
+def _threads(text: str) -> int | None:
+    """``"auto"`` -> None (the config's auto), else an integer >= 1."""
+    if text == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of threads or auto, got {text!r}") from None
+
+
 def _train_flags(p: argparse.ArgumentParser) -> None:
     s, m, t = StimulusConfig(), ModelConfig(), TrainConfig()
     g = p.add_argument_group("stimulus")
@@ -89,7 +99,9 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
                    help="firing-rate regulariser: weight of mean_n max(0, rate_n - target)^2 (Hz^-2; 0: off)")
     g.add_argument("--seed", type=int, default=t.seed, help="seed of every random stream of the run")
     g.add_argument("--device", choices=DEVICES, default=t.device)
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--threads", type=_threads, default=None,
+                   help="CPU threads: a number, or auto (the default): up to torch's count, fewer while other "
+                        "processes keep cores busy (fastsnn/cpu/threads.py); results are the same either way")
     g.add_argument("--delay-lr", type=float, default=t.delay_lr, help="Adam learning rate of the delays (steps)")
     g.add_argument("--sigma-anneal-epochs", type=int, default=t.sigma_anneal_epochs,
                    help="epochs over which the delay kernels narrow from max_delay/2 to their final width")

@@ -29,6 +29,7 @@ import torch
 
 from . import __version__, plots
 from .config import RunConfig
+from .cpu.threads import auto_threads, using_threads
 from .evaluate import Evaluation, evaluate
 from .files import TMP_PREFIX, atomic_write, locked, replacing
 from .model import IPDNetwork
@@ -268,6 +269,15 @@ def _kernels_cached(backend: str, delays: bool = False) -> bool:
     return all(any(cached(k) for k in group) for group in groups)
 
 
+def _threads_used() -> dict:
+    """``threads``: the run's CPU thread count (with ``threads_auto``, the most it used, and
+    ``threads_lowest`` the fewest: :mod:`fastsnn.cpu.threads`)."""
+    auto = auto_threads()
+    if auto is None:
+        return {"threads": torch.get_num_threads(), "threads_auto": False}
+    return {"threads": auto.maximum, "threads_auto": True, "threads_lowest": auto.lowest}
+
+
 def train_run(config: RunConfig, out: Path | None = None, progress: bool = True, overwrite: bool = False,
               resume: bool = False) -> dict:
     """Train and evaluate the seed network as ``config`` says into the run folder ``out`` (default: a new
@@ -280,11 +290,10 @@ def train_run(config: RunConfig, out: Path | None = None, progress: bool = True,
     """
     start = time.perf_counter()
     tc = config.train
-    if tc.threads is not None:
-        torch.set_num_threads(tc.threads)
     device = check_run(config)
     out = Path(out) if out is not None else new_run_dir()
     with ExitStack() as stack:
+        stack.enter_context(using_threads(tc.threads if tc.threads is not None else "auto"))
         _claim(out, stack)
         if not resume:
             _start(out, config, overwrite)
@@ -315,7 +324,7 @@ def train_run(config: RunConfig, out: Path | None = None, progress: bool = True,
             "epochs": result.epochs_run, "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss if tc.validation else None,
             "stopped_early": result.stopped_early, "restored_best": result.restored_best,
             "train_seconds": train_seconds, "wall_seconds": elapsed(),
-            "device": str(device), "backend": backend, "threads": torch.get_num_threads(),
+            "device": str(device), "backend": backend, **_threads_used(),
             "fastsnn_version": __version__, "torch_version": str(torch.__version__),
         }
         checkpoint = {"config": config.to_dict(), "state_dict": model.state_dict(), "metrics": metrics}
@@ -377,10 +386,9 @@ def evaluate_checkpoint(path: Path, seed: int, out: Path | None = None, device: 
     dev = resolve_device(device)
     config, model = load_checkpoint(path, dev, backend)
     tc = replace(config.train, seed=seed)  # validates the seed
-    if tc.threads is not None:
-        torch.set_num_threads(tc.threads)
     test_set = dataset(config, "test", seed, dev)
-    result = evaluate(model, test_set, tc.batch_size, generator(seed, "eval_test"))
+    with using_threads(tc.threads if tc.threads is not None else "auto"):
+        result = evaluate(model, test_set, tc.batch_size, generator(seed, "eval_test"))
     metrics = {**result.summary("test"), "checkpoint": str(path), "seed": seed, "samples": tc.test_samples}
     out = Path(out) if out is not None else path.parent
     out.mkdir(parents=True, exist_ok=True)

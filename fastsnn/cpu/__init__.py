@@ -45,6 +45,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .threads import poll as threads_poll
 from .rows import PAD, gather, padded, replicated, scatter, scatter2, staged  # noqa: F401 (the kernels' helpers)
 
 
@@ -98,8 +99,10 @@ def _start_numba_threads() -> None:
 
 
 def sync_threads() -> int:
-    """Set numba's thread count to torch's (capped at numba's pool) before a launch; returns it."""
+    """Set numba's thread count to torch's (capped at numba's pool) before a launch, after letting
+    :mod:`.threads` adapt torch's to the free cores when it is set to ``"auto"``; returns it."""
     _start_numba_threads()
+    threads_poll()
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     if getattr(_launch_state, "threads", None) != threads:  # numba's count is per Python thread
         numba.set_num_threads(threads)

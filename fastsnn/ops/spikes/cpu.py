@@ -247,22 +247,30 @@ def event_matmul_cpu(bits: torch.Tensor, counts: torch.Tensor, w: torch.Tensor, 
     return h
 
 
+ROW_PARTS = 4  # row ranges of a small weight gradient, whatever the thread count (the sums' order is fixed)
+
+
 def event_weight_grad_cpu(bits: torch.Tensor, dh: torch.Tensor, slabs: int = 4) -> torch.Tensor:
     """x^T dh by events: bits packed from x (M, K), dh (M, N) float32/64 -> (K, N) of dh's dtype.
 
-    Lanes split the inputs into equal blocks, as many as give every thread one; where all of dw
-    fits in 256 KiB per thread the rows are also split, one range per thread, into private
-    copies of dw that are summed after (each lane then reads only its rows of dh).
+    Lanes split the inputs into equal blocks, as many as give every thread one; where dw fits in
+    256 KiB the rows are also split into up to ``ROW_PARTS`` ranges of 64-row slabs, each summed
+    into a private copy of dw, and the copies are added after (each lane then reads only its rows
+    of dh). The split depends on the shapes alone, so the result is the same bits whatever the
+    thread count: a run's numbers do not change when its thread count does.
     """
     dh = dh.contiguous()
     m, n = dh.shape
     k = bits.shape[1]
     threads = sync_threads()
-    parts = threads if k * n * dh.element_size() <= 256 << 10 else 1
-    blocks = threads // parts if parts > 1 else max(threads, -(-k // 256))
+    parts = max(1, min(ROW_PARTS, -(-m // 64))) if k * n * dh.element_size() <= 256 << 10 else 1
+    blocks = max(1, threads // parts) if parts > 1 else max(threads, -(-k // 256))
     inputs = -(-k // blocks)
     dw = torch.zeros(parts, k, n, dtype=dh.dtype)
     if m and k and n:
         event_wgrad_kernel(_nvec(n, dh.dtype))(bits.contiguous().numpy(), dh.numpy(), inputs, parts, slabs,
                                                _index(64 * slabs), dw.numpy())
-    return dw[0] if parts == 1 else dw.sum(0)
+    out = dw[0]
+    for part in dw[1:]:  # in order: the same sums whatever the thread count
+        out += part
+    return out
