@@ -29,8 +29,8 @@ import json, sys, time, statistics
 sys.path.insert(0, sys.argv[1])
 import torch
 torch.set_num_threads(int(sys.argv[3]))
-from fastsnn.config import ModelConfig, StimulusConfig
-from fastsnn.model import IPDNetwork
+from fastsnn.experiment.config import ModelConfig, StimulusConfig
+from fastsnn.experiment.model import IPDNetwork
 stimulus, model = StimulusConfig(), ModelConfig(backend="cpu")
 g = torch.Generator().manual_seed(0)
 net = IPDNetwork(stimulus, model, generator=g)

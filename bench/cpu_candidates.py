@@ -3,7 +3,7 @@
 Times a full training step of the seed network at seed size (B=64, T=100, 200 binary
 inputs with p=0.225, 30 hidden LIF neurons, 12 readout classes, loss on 0.01 * sum_t u_t,
 forward + backward, no optimizer) and the LIF layer alone (forward, forward + backward) at
-N=30 and N=1000. The numba candidates run fastsnn.ops.lif.cpu, except "lane per neuron", kept here
+N=30 and N=1000. The numba candidates run fastsnn.ops.neurons.cpu, except "lane per neuron", kept here
 to document the layout fastsnn's kernels rejected. Candidates run alternately, one call each per
 round; the tables give medians over rounds and the speedup over the seed's own loop.
 
@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from numba import njit, prange
 
-from fastsnn.ops.lif.cpu import lif_bwd, lif_fwd
-from fastsnn.ops.lif.neuron import Neuron
-from fastsnn.ops.lif.reference import lif_ref, spike_fn
+from fastsnn.ops.neurons.cpu import lif_bwd, lif_fwd
+from fastsnn.ops.neurons.neuron import Neuron
+from fastsnn.ops.neurons.reference import lif_ref, spike_fn
 from fastsnn.ops.readout.cpu import leaky_readout_bwd, leaky_readout_fwd, leaky_readout_sum_bwd, leaky_readout_sum_fwd
 from fastsnn.ops.readout.reference import leaky_readout_ref
 

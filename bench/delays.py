@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 
 import fastsnn
-from fastsnn.config import ModelConfig, StimulusConfig
-from fastsnn.model import IPDNetwork
+from fastsnn.experiment.config import ModelConfig, StimulusConfig
+from fastsnn.experiment.model import IPDNetwork
 from fastsnn.nn import anneal_delays
 from fastsnn.ops.delays.reference import delay_taps
 

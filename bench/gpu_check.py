@@ -68,14 +68,12 @@ def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def lif_family(B: int = 16, T: int = 64, N: int = 100) -> dict:
-    """Every LIF-family neuron (bench.gpu_compile.neuron_variants: every option fastsnn.lif / alif
+    """Every LIF-family neuron (fastsnn.ops.neurons.neuron.family: every option fastsnn.lif / alif
     accepts) with backend="triton" on CUDA against lif_ref on the CPU: spikes compared bit for bit
     (float32 and bfloat16 h; the kernels upcast 16-bit h exactly), gradients of h, alpha (and rho)
     norm-relative in float32."""
-    from fastsnn.ops.lif.neuron import reference_options
-    from fastsnn.ops.lif.reference import lif_ref
-
-    from .gpu_compile import _short, neuron_variants
+    from fastsnn.ops.neurons.neuron import describe, family, reference_options
+    from fastsnn.ops.neurons.reference import lif_ref
 
     gen = torch.Generator().manual_seed(0)
     h32 = torch.randn(B, T, N, generator=gen) * 0.8 + 0.3
@@ -83,7 +81,7 @@ def lif_family(B: int = 16, T: int = 64, N: int = 100) -> dict:
     rho = torch.rand(N, generator=gen) * 0.5 + 0.45
     grad = torch.randn(B, T, N, generator=gen)
     rows = []
-    for n in neuron_variants():
+    for n in family():
         n = n._replace(adapt=1.0) if n.adaptive else n  # alif's default (neuron() leaves 0: no adaptation)
         options = reference_options(n)
         for dtype in (torch.float32, torch.bfloat16):
@@ -91,7 +89,7 @@ def lif_family(B: int = 16, T: int = 64, N: int = 100) -> dict:
                 row = _family_case(n, options, dtype, h32, alpha, rho, grad, lif_ref)
             except Exception as e:  # e.g. a kernel that does not compile: report it, check the others
                 row = {"error": f"{type(e).__name__}: {str(e).splitlines()[-1] if str(e) else ''}"[:300]}
-            rows.append({"neuron": _short(n), "dtype": str(dtype).removeprefix("torch."), **row})
+            rows.append({"neuron": describe(n), "dtype": str(dtype).removeprefix("torch."), **row})
     worst = max((r.get("grad_rel_err", 0.0) for r in rows), default=0.0)
     errors = sum("error" in r for r in rows)
     return {"shape": [B, T, N], "variants": len(rows), "errors": errors,
@@ -122,9 +120,9 @@ def membrane_probe(B: int = 64, T: int = 100, N: int = 1000) -> dict:
     on the CPU in the reference's order (u_{t+1} = alpha v_t + h_t, v_{t+1} = u_{t+1} (1 - s_t), one
     multiply and one add, with the reference's spikes): equal bit for bit unless the forward is
     contracted to FMA."""
-    from fastsnn.kernels.lif import lif_fwd
-    from fastsnn.ops.lif.neuron import Neuron
-    from fastsnn.ops.lif.reference import lif_ref
+    from fastsnn.kernels.neurons import lif_fwd
+    from fastsnn.ops.neurons.neuron import Neuron
+    from fastsnn.ops.neurons.reference import lif_ref
 
     gen = torch.Generator().manual_seed(1)
     h = torch.randn(B, T, N, generator=gen) * 0.8 + 0.3

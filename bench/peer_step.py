@@ -7,7 +7,7 @@ cross-entropy on 0.01 x the sum), its hidden neuron in the SpikingJelly-exact co
 docs/peers.md (``LIFNode(tau=5, decay_input=False, v_reset=0, surrogate Sigmoid(4))``). SpikingJelly's
 network is written as its users would: ``nn.Linear`` on time-major spikes, ``neuron.LIFNode`` in
 multi-step mode, and a non-firing ``LIFNode`` (threshold +inf, ``store_v_seq``) as the leaky
-readout. fastsnn's is ``fastsnn.model.IPDNetwork`` (the spikes kept as bits, the event-driven
+readout. fastsnn's is ``fastsnn.experiment.model.IPDNetwork`` (the spikes kept as bits, the event-driven
 projection, the readout's time sum fused into the LIF kernel). Both get the same 0/1 inputs at the
 given density (the seed's stimulus fires ~22%, the issue's wide workload 5%), forward + loss +
 backward, no optimizer step; medians of interleaved rounds (bench.common.alternate). Writes
@@ -44,8 +44,8 @@ def inputs(size: str, density: float, seed: int = 0):
 
 
 def fastsnn_step(w, x, w1, w2, y):
-    from fastsnn.config import ModelConfig, StimulusConfig
-    from fastsnn.model import IPDNetwork
+    from fastsnn.experiment.config import ModelConfig, StimulusConfig
+    from fastsnn.experiment.model import IPDNetwork
 
     stim = StimulusConfig(anf_per_ear=w.inputs // 2, steps=w.T, num_classes=w.classes)
     # tau_ms with dt 1 ms: alpha = exp(-1 / tau_ms) = 1 - 1/TAU

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 import fastsnn.ops.spikes as spikes
-from fastsnn.config import StimulusConfig
-from fastsnn.stimulus import IPDDataset
+from fastsnn.experiment.config import StimulusConfig
+from fastsnn.experiment.stimulus import IPDDataset
 
 from .common import RESULTS, alternate, cpu_name, machine, slug
 from .workloads import WORKLOADS, Workload, _network, cases, make_inputs

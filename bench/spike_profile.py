@@ -39,8 +39,8 @@ WORKLOAD_NAMES = ("bigbatch", "ear1000x1024")
 
 def _workload(name: str):
     if name == EAR1000.name:
-        from fastsnn.config import StimulusConfig
-        from fastsnn.stimulus import IPDDataset
+        from fastsnn.experiment.config import StimulusConfig
+        from fastsnn.experiment.stimulus import IPDDataset
 
         stim = StimulusConfig(anf_per_ear=1000)
         x = IPDDataset.random(EAR1000.B, stim, torch.Generator().manual_seed(0)).spikes(torch.arange(EAR1000.B), 0.3)

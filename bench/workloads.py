@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 import fastsnn
-from fastsnn.config import ModelConfig, StimulusConfig
-from fastsnn.model import IPDNetwork
+from fastsnn.experiment.config import ModelConfig, StimulusConfig
+from fastsnn.experiment.model import IPDNetwork
 from fastsnn.ops import spike_matmul
 
 from . import seed_baseline

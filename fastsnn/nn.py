@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from . import ops
-from .ops.lif.neuron import neuron
+from .ops.neurons.neuron import neuron
 
 
 def dale_signs(rows: int, cols: int, ie_ratio: float, mask: str = "contiguous",

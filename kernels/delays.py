@@ -111,7 +111,7 @@ DOT_OPTIONS = {**BWD_OPTIONS, "num_stages": 1}
 # Output tiles of at most 32 x 32 and a reduction of 16 per tl.dot, 4 warps. The IEEE float32 tl.dot
 # runs on FMAs, each thread holding a whole reduction slice of both operands for its outputs, so
 # registers grow with the reduction: 32 spilled on sm_80, as did 64-wide output tiles with 4 warps and
-# with 8 (bench/gpu_compile, tests/test_gpu_compile.py). Offsets inside a batch row and inside wk are
+# with 8 (tests/gpu_compile.py, tests/test_gpu_compile.py). Offsets inside a batch row and inside wk are
 # 32-bit (the launchers check the sizes), which saves a register per address.
 BLOCK_CAP = 32
 REDUCE = 16

@@ -146,7 +146,7 @@ def event_weight_grad(bits: torch.Tensor, dh: torch.Tensor, programs: int = 1024
     splits = max(1, triton.cdiv(m, rows))
     dw = torch.zeros(splits, k, n, dtype=dh.dtype, device=dh.device)
     grid = (triton.cdiv(k, BLOCK), triton.cdiv(n, block_n), splits)
-    # 8 warps for the widest tile: with 4, sm_80 spilled (80 registers; bench/results/gpu-compile.md)
+    # 8 warps for the widest tile: with 4, sm_80 spilled (80 registers; tests/gpu-compile.md)
     event_wgrad_kernel[grid](bits, dh, dw, m, k, n, rows, BLOCK_M=BLOCK, BLOCK_K=BLOCK, BLOCK_N=block_n,
                              num_warps=8 if block_n == 64 else 4, enable_fp_fusion=False)
     return dw[0] if splits == 1 else dw.sum(0)

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from fastsnn.cli import main
-from fastsnn.config import RunConfig
+from fastsnn.experiment.cli import main
+from fastsnn.experiment.config import RunConfig
 
 TINY = ["--epochs", "2", "--train-batches", "2", "--test-batches", "1", "--batch-size", "16", "--hidden", "5",
         "--anf-per-ear", "10", "--quiet", "--seed", "3"]

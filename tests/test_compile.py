@@ -7,10 +7,10 @@ import torch.nn.functional as F
 from conftest import TAU5, backend_device
 
 import fastsnn
-from fastsnn.config import ModelConfig, StimulusConfig
-from fastsnn.model import IPDNetwork
-from fastsnn.ops.lif import LIFFunction, lif_op
-from fastsnn.ops.lif.neuron import Neuron
+from fastsnn.experiment.config import ModelConfig, StimulusConfig
+from fastsnn.experiment.model import IPDNetwork
+from fastsnn.ops.neurons import LIFFunction, lif_op
+from fastsnn.ops.neurons.neuron import Neuron
 from fastsnn.ops.readout import (LeakyReadoutFunction, LeakyReadoutSumFunction, leaky_readout_op,
                                  leaky_readout_sum_op)
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from fastsnn.config import LOSS_SCALES, ModelConfig, RunConfig, StimulusConfig, TrainConfig
+from fastsnn.experiment.config import LOSS_SCALES, ModelConfig, RunConfig, StimulusConfig, TrainConfig
 
 BAD = [
     (StimulusConfig, "anf_per_ear", 0), (StimulusConfig, "anf_per_ear", 2.5), (StimulusConfig, "steps", 0),

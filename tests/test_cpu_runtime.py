@@ -14,9 +14,9 @@ import torch
 import fastsnn
 from fastsnn.cpu import flush_subnormals, restore_subnormals
 from fastsnn.cpu.rows import gather, padded, scatter
-from fastsnn.ops.lif.cpu import exp_nonpositive, lif_bwd, lif_fwd
-from fastsnn.ops.lif.neuron import Neuron
-from fastsnn.ops.lif.reference import lif_ref
+from fastsnn.ops.neurons.cpu import exp_nonpositive, lif_bwd, lif_fwd
+from fastsnn.ops.neurons.neuron import Neuron
+from fastsnn.ops.neurons.reference import lif_ref
 from fastsnn.ops.readout.cpu import leaky_readout_bwd, leaky_readout_fwd
 
 BETA = 5.0

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from conftest import assert_close, backend_device
 
 import fastsnn
-from fastsnn.cli import main
-from fastsnn.config import ModelConfig, RunConfig, StimulusConfig, TrainConfig
-from fastsnn.model import IPDNetwork
+from fastsnn.experiment.cli import main
+from fastsnn.experiment.config import ModelConfig, RunConfig, StimulusConfig, TrainConfig
+from fastsnn.experiment.model import IPDNetwork
 from fastsnn.nn import LIF, anneal_delays, clamp_delays_, delay_param_groups, delay_sigma
 from fastsnn.ops.delays import DelayedProjectionFunction, delayed_projection_op
 from fastsnn.ops.delays.reference import NORM_EPS, delay_taps, delayed_projection_ref
@@ -295,9 +295,9 @@ def test_fit_with_delays_anneals_clamps_and_resumes_exactly():
     and a fit resumed from the first epoch's state ends with the same weights, bit for bit."""
     import io
 
-    from fastsnn.run import generator
-    from fastsnn.stimulus import IPDDataset
-    from fastsnn.train import fit
+    from fastsnn.experiment.run import generator
+    from fastsnn.experiment.stimulus import IPDDataset
+    from fastsnn.experiment.train import fit
 
     stim = StimulusConfig(anf_per_ear=10, steps=40)
     cfg = TrainConfig(epochs=3, batch_size=16, train_samples=32, valid_samples=16, test_samples=16, lr=0.01,
@@ -337,7 +337,7 @@ def test_cli_trains_with_delays(tmp_path):
     config = RunConfig.from_dict(json.loads((out / "config.json").read_text()))
     assert config.model.max_delay == 6 and config.train.delay_lr == 0.5 and config.train.sigma_anneal_epochs == 3
     state = torch.load(out / "checkpoint.pt", weights_only=True)["state_dict"]
-    fresh = IPDNetwork(config.stimulus, config.model, __import__("fastsnn.run").run.generator(3, "model"))
+    fresh = IPDNetwork(config.stimulus, config.model, __import__("fastsnn.experiment.run").experiment.run.generator(3, "model"))
     delay = state["hidden.delay"]
     assert 0 <= delay.min() and delay.max() <= 6
     assert (delay - fresh.hidden.delay).abs().max() > 0.1, "the delays learnt nothing"
@@ -359,7 +359,7 @@ def test_bad_delay_flags(flags, message, capsys):
 
 
 def test_delays_are_sweep_keys():
-    from fastsnn.sweep import expand, parse_grid
+    from fastsnn.experiment.sweep import expand, parse_grid
 
     points = expand(RunConfig(), parse_grid(["max-delay=0,25", "delay-lr=0.05", "sigma-anneal-epochs=30"]), [0])
     assert [(p.config.model.max_delay, p.config.train.delay_lr, p.config.train.sigma_anneal_epochs)

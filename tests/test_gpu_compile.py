@@ -1,7 +1,7 @@
 """Every Triton kernel of the package compiles for sm_80 and sm_90, without a GPU.
 
 The interpreter (TRITON_INTERPRET=1, which the rest of the suite runs under) checks the kernels'
-arithmetic, not that Triton can compile them. Here ``bench/gpu_compile.py`` records, through the
+arithmetic, not that Triton can compile them. Here ``tests/gpu_compile.py`` records, through the
 launchers themselves, every specialization they can launch and compiles it offline for both
 architectures (every flag pattern x neuron variant x input dtype through Triton's front end and
 down to a cubin, and every block shape), in a subprocess without the interpreter. A test fails on a compile error, a register spill, an FMA in a time loop's forward
@@ -13,25 +13,19 @@ Cost, measured on the 2 shared cores this was written on (load average 7-9 from 
 without ``slow`` (the default set, ~70 kernels) ~45 s from a cold Triton cache; the whole module
 (the full set, which contains the default set: one subprocess) ~2 min 50 s cold, ~25 s warm.
 The Triton cache (``TRITON_CACHE_DIR`` or ``~/.triton/cache``) persists between runs; a front-end
-pass is cached with it, an error is not. ``python -m bench.gpu_compile`` regenerates the
-committed table ``bench/results/gpu-compile.md`` from the full set.
+pass is cached with it, an error is not. ``python tests/gpu_compile.py`` regenerates the
+committed table ``tests/gpu-compile.md`` from the full set.
 """
 
 import json
 import os
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 pytest.importorskip("triton")
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # bench/ is a package at the repository root (python -m pytest adds it anyway)
-    sys.path.insert(0, str(ROOT))
-
-from bench import gpu_compile  # noqa: E402
+import gpu_compile  # noqa: E402  (tests/gpu_compile.py: pytest puts tests/ on sys.path)
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("TRITON_INTERPRET") != "1" and torch.cuda.is_available(),
@@ -70,7 +64,7 @@ def test_default_set_compiles_without_spills(default_set):
 
 
 def test_every_kernel_is_reached_and_T_is_not_specialized(default_set):
-    """A kernel added to kernels/ without a launch in bench/gpu_compile.LAUNCHERS fails here; so does a
+    """A kernel added to kernels/ without a launch in gpu_compile.LAUNCHERS fails here; so does a
     kernel that would compile once per T (do_not_specialize=["T"] missing, or T turned constexpr)."""
     assert default_set["kernels_in_package"], "no @triton.jit kernel found in fastsnn.kernels"
     assert default_set["kernels_reached"] == default_set["kernels_in_package"]
@@ -103,7 +97,7 @@ def test_time_loop_forwards_do_not_contract_to_fma(default_set):
 def test_full_set_compiles_without_spills(full_set):
     """Every flag pattern x neuron variant x dtype through the front end and to cubin, the tiled kernels at
     every block shape with every pattern, the time loops' block shapes with their longest code path, for
-    sm_80 and sm_90 (see bench/gpu_compile.py)."""
+    sm_80 and sm_90 (see tests/gpu_compile.py)."""
     assert full_set["frontend"]["checked"] and full_set["rows"]
     problems = gpu_compile.problems(full_set)
     assert not problems, report(problems)
@@ -111,7 +105,7 @@ def test_full_set_compiles_without_spills(full_set):
 
 @pytest.mark.slow
 def test_committed_table_is_current(full_set):
-    """bench/results/gpu-compile.json lists the specializations the full set compiles now (same triton)."""
+    """tests/gpu-compile.json lists the specializations the full set compiles now (same triton)."""
     committed = json.loads(gpu_compile.TABLE.with_suffix(".json").read_text())
     if committed["triton"] != full_set["triton"]:
         pytest.skip(f"table made with triton {committed['triton']}, this is {full_set['triton']}")
@@ -119,7 +113,7 @@ def test_committed_table_is_current(full_set):
     def keys(payload):
         return sorted(tuple(r[k] for k in gpu_compile.ROW_KEY) for r in payload["rows"])
 
-    stale = "bench/results/gpu-compile.* is stale ({}): run python -m bench.gpu_compile"
+    stale = "tests/gpu-compile.* is stale ({}): run python tests/gpu_compile.py"
     assert committed["frontend"]["checked"] == full_set["frontend"]["checked"], stale.format("front-end count")
     assert committed["frontend"]["sha256"] == full_set["frontend"]["sha256"], stale.format("front-end specializations")
     assert keys(committed) == keys(full_set), stale.format("cubin specializations")

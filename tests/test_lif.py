@@ -1,6 +1,6 @@
 """The LIF family (``fastsnn.lif``, ``fastsnn.alif``, with and without ``time_weights``) on every backend
-against the reference (``fastsnn.ops.lif.reference``); the launchers of ``fastsnn/ops/lif/cpu.py`` and
-``fastsnn/kernels/lif.py``; input validation; saved bytes; NaN propagation; empty shapes.
+against the reference (``fastsnn.ops.neurons.reference``); the launchers of ``fastsnn/ops/neurons/cpu.py`` and
+``fastsnn/kernels/neurons.py``; input validation; saved bytes; NaN propagation; empty shapes.
 
 Tolerances. Forward: exact. Spikes jump at the threshold, so the kernels round ``alpha v + h`` as the
 reference does (a multiply, then an add) and every spike equals the reference's; time-weighted sums
@@ -28,9 +28,9 @@ from conftest import (FAST, TAU5, WITH_REFERENCE, assert_close, assert_grad_clos
 
 import fastsnn
 from fastsnn.ops import readout_time_weights, resolve_backend
-from fastsnn.ops.lif import LIFFunction
-from fastsnn.ops.lif.neuron import Neuron
-from fastsnn.ops.lif.reference import lif_ref, lif_sum_ref, spike_fn
+from fastsnn.ops.neurons import LIFFunction
+from fastsnn.ops.neurons.neuron import Neuron
+from fastsnn.ops.neurons.reference import lif_ref, lif_sum_ref, spike_fn
 
 BETA = 5.0
 F32, F64, BF16, F16 = torch.float32, torch.float64, torch.bfloat16, torch.float16
@@ -38,11 +38,12 @@ HALF_TOL = {BF16: 1e-2, F16: 2e-3}  # dh is rounded once to the input dtype
 
 
 def launchers(backend: str):
-    """The module holding the LIF launchers of a fast backend (``fastsnn.ops.lif`` the attribute is the
-    function ``lif``, so the CPU module is reached by import, not by attribute)."""
-    import importlib
-
-    return importlib.import_module("fastsnn.kernels.lif" if backend == "triton" else "fastsnn.ops.lif.cpu")
+    """The module holding the LIF launchers of a fast backend."""
+    if backend == "triton":
+        import fastsnn.kernels.neurons as kernels
+    else:
+        import fastsnn.ops.neurons.cpu as kernels
+    return kernels
 
 
 def state(dtype: torch.dtype) -> torch.dtype:
@@ -188,7 +189,7 @@ def test_cpu_backward_with_several_batch_rows_per_lane(case, rows, monkeypatch):
     """The numba backward runs ``fastsnn.cpu.launch_group`` batch rows side by side in one lane (2 or 4 at
     the seed's width, when there are lanes enough); forced to 2 on B = 3 (a full lane and one holding a
     single row) or to 4 (one lane, a row short), every family member still equals the reference."""
-    from fastsnn.ops.lif import cpu as lif_cpu
+    from fastsnn.ops.neurons import cpu as lif_cpu
 
     monkeypatch.setattr(lif_cpu, "launch_group", lambda B, N, block, width: rows)
     test_family_matches_reference(case)
@@ -200,9 +201,8 @@ def test_a_gradient_constant_in_time_takes_the_time_weighted_backward(backend, d
     """The gradient of spikes.sum() is a broadcast view (stride 0 along time); the backward then runs the
     time-weighted kernel with unit weights on one row of it instead of copying it to (B, T, N): the same
     numbers, bit for bit, as with the gradient materialised."""
-    import sys
+    import fastsnn.ops.neurons as lif_module
 
-    lif_module = sys.modules["fastsnn.ops.lif"]
     calls = []
     real = lif_module._lif_bwd
     monkeypatch.setattr(lif_module, "_lif_bwd", lambda grad, *a: calls.append(grad.shape) or real(grad, *a))
@@ -230,8 +230,8 @@ def test_launch_group_keeps_four_lanes_a_thread():
     assert launch_group(2 * threads, 30, launch_block(2 * threads, 30)) == 1  # 2 rows a lane would leave 1 lane a thread
     assert launch_group(0, 30, 30) == 1  # no rows: nothing to group
     assert launch_group(B, 30, launch_block(B, 30), width=128) == 4  # a wider lane: 4 rows of 32
-    from fastsnn.ops.lif.cpu import _group_width
-    from fastsnn.ops.lif.neuron import Neuron
+    from fastsnn.ops.neurons.cpu import _group_width
+    from fastsnn.ops.neurons.neuron import Neuron
 
     assert _group_width(Neuron(same_step=True, reset=1)) == 128  # reads u alone: 4 rows
     assert _group_width(Neuron()) == _group_width(Neuron(same_step=True, adaptive=True)) == 64

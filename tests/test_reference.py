@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from fastsnn.config import ModelConfig, StimulusConfig
-from fastsnn.model import IPDNetwork
+from fastsnn.experiment.config import ModelConfig, StimulusConfig
+from fastsnn.experiment.model import IPDNetwork
 from fastsnn.nn import LIF, dale_signs
-from fastsnn.ops.lif.reference import lif_ref
+from fastsnn.ops.neurons.reference import lif_ref
 
 
 class _Spike(torch.autograd.Function):

@@ -1,7 +1,7 @@
 """Run folders under faults: a killed run resumes bit for bit, folders are claimed by one process and
 never shared or silently replaced, a kill leaves only files of one run, and bad sizes, folders and
-checkpoints fail in one line. Fault injection kills real processes: FASTSNN_TEST_KILL_AFTER_EPOCH=N
-makes a run SIGKILL itself once epoch N is saved."""
+checkpoints fail in one line. Fault injection kills real processes: ``tests/kill_after_epoch.py N``
+runs `fastsnn` in a process that SIGKILLs itself once epoch N is saved."""
 
 import json
 import os
@@ -9,17 +9,19 @@ import signal
 import subprocess
 import sys
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 import torch
 
-import fastsnn.run
-from fastsnn.cli import main
-from fastsnn.run import dataset, load_run_config
+import fastsnn.experiment.run
+from fastsnn.experiment.cli import main
+from fastsnn.experiment.run import dataset, load_run_config
 
 RUN = ["--hidden", "8", "--train-batches", "2", "--test-batches", "1", "--epochs", "3", "--batch-size", "16",
        "--anf-per-ear", "10", "--threads", "1", "--quiet"]
 TIMES = ("wall_seconds", "train_seconds")
+KILL_AFTER_EPOCH = Path(__file__).with_name("kill_after_epoch.py")
 
 
 def fastsnn_process(*args, cwd=None, **env):
@@ -30,7 +32,8 @@ def fastsnn_process(*args, cwd=None, **env):
 
 def killed_run(out, *flags, after_epoch=1):
     """Run `fastsnn train` in a process that SIGKILLs itself once epoch ``after_epoch`` is saved."""
-    proc = fastsnn_process("train", *RUN, *flags, "--out", str(out), FASTSNN_TEST_KILL_AFTER_EPOCH=str(after_epoch))
+    proc = subprocess.Popen([sys.executable, str(KILL_AFTER_EPOCH), str(after_epoch), "train", *RUN, *flags, "--out",
+                             str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGKILL, err
     return out
@@ -109,7 +112,7 @@ def test_a_crash_while_writing_results_resumes(uninterrupted, tmp_path, monkeypa
     def crash(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr(fastsnn.run.plots, "loss_curves", crash)
+    monkeypatch.setattr(fastsnn.experiment.run.plots, "loss_curves", crash)
     with pytest.raises(OSError, match="disk full"):
         main(["train", *RUN, "--out", str(out)])
     assert "metrics.json" not in own_files(out) and "resume.pt" in own_files(out)
@@ -127,7 +130,7 @@ class FrozenClock(datetime):
 
 def test_default_run_folders_are_unique_within_a_second(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(fastsnn.run, "datetime", FrozenClock)
+    monkeypatch.setattr(fastsnn.experiment.run, "datetime", FrozenClock)
     for seed in ("1", "2"):
         assert main(["train", *RUN, "--epochs", "1", "--seed", seed]) == 0
     folders = sorted((tmp_path / "runs").iterdir())

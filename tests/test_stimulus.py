@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from fastsnn.config import StimulusConfig
-from fastsnn.stimulus import IPDDataset, class_midpoints, discretise
+from fastsnn.experiment.config import StimulusConfig
+from fastsnn.experiment.stimulus import IPDDataset, class_midpoints, discretise
 
 
 def dataset(n=64, seed=0, **config):

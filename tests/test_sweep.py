@@ -17,9 +17,9 @@ import pytest
 import torch
 
 import fastsnn
-from fastsnn.cli import main
-from fastsnn.config import RunConfig
-from fastsnn.sweep import COLUMNS, read_results
+from fastsnn.experiment.cli import main
+from fastsnn.experiment.config import RunConfig
+from fastsnn.experiment.sweep import COLUMNS, read_results
 
 # threads=1 keeps the runs bit-identical whichever process runs them
 TINY = ["--epochs", "1", "--train-batches", "1", "--test-batches", "1", "--batch-size", "8", "--threads", "1",
@@ -135,8 +135,8 @@ def test_a_rerun_resumes_a_run_killed_in_flight_from_its_last_epoch(tmp_path):
     out = tmp_path / "sweep"
     point = ["--epochs", "3", "--anf-per-ear", "4", "--hidden", "3"]
     args = sweep_args(out, *point, grid=[], seeds=1)
-    killed = subprocess.run([sys.executable, "-m", "fastsnn", *args], capture_output=True, text=True,
-                            env={**os.environ, "FASTSNN_TEST_KILL_AFTER_EPOCH": "1"})
+    killed = subprocess.run([sys.executable, str(Path(__file__).with_name("kill_after_epoch.py")), "1", *args],
+                            capture_output=True, text=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     (run,) = (out / "runs").iterdir()
     saved = [h["seconds"] for h in torch.load(run / "resume.pt", weights_only=True)["result"]["history"]]
@@ -236,7 +236,7 @@ def test_sweep_from_the_folder_that_holds_a_clone(executor, tmp_path):
     site.mkdir()
     (here / "fastsnn").mkdir(parents=True)
     (site / "sitecustomize.py").write_text(EDITABLE_INSTALL)
-    (site / "fastsnn_cli.py").write_text("import sys\nfrom fastsnn.cli import main\n"
+    (site / "fastsnn_cli.py").write_text("import sys\nfrom fastsnn.experiment.cli import main\n"
                                          "if __name__ == '__main__':\n    sys.exit(main())\n")  # a console script
     mapping = {"fastsnn": str(Path(fastsnn.__file__).parent),
                "fastsnn.kernels": importlib.util.find_spec("fastsnn.kernels").submodule_search_locations[0]}

@@ -1,6 +1,7 @@
 """fastsnn.cpu.threads: the automatic thread count follows the free cores, and a run's numbers do not
 depend on its thread count (so following the load changes nothing but speed)."""
 
+import os
 import subprocess
 import sys
 import time
@@ -9,10 +10,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from fastsnn.config import RunConfig
+from fastsnn.experiment.config import RunConfig
 from fastsnn.cpu import threads
-from fastsnn.run import build_model, dataset, generator
-from fastsnn.train import batch_loss
+from fastsnn.experiment.run import build_model, dataset, generator
+from fastsnn.experiment.train import batch_loss
 
 STAT = """cpu  300 0 100 1000 50 0 0 0 0 0
 cpu0 100 0 50 500 25 0 0 7 0 0
@@ -24,7 +25,7 @@ intr 12345
 def test_busy_seconds_reads_the_cpus_asked_for(tmp_path):
     path = tmp_path / "stat"
     path.write_text(STAT.format(user=200))
-    tick = 1 / __import__("os").sysconf("SC_CLK_TCK")
+    tick = 1 / os.sysconf("SC_CLK_TCK")
     assert threads.busy_seconds([0], str(path)) == pytest.approx((100 + 50 + 7) * tick)  # steal counts as busy
     assert threads.busy_seconds([0, 1], str(path)) == pytest.approx((157 + 250) * tick)
     assert threads.busy_seconds([0], str(tmp_path / "missing")) is None

@@ -7,12 +7,12 @@ import random
 import pytest
 import torch
 
-from fastsnn.config import ModelConfig, StimulusConfig, TrainConfig
-from fastsnn.model import IPDNetwork
-from fastsnn.run import generator
-from fastsnn.stimulus import IPDDataset
-from fastsnn.evaluate import evaluate
-from fastsnn.train import fit, should_stop
+from fastsnn.experiment.config import ModelConfig, StimulusConfig, TrainConfig
+from fastsnn.experiment.model import IPDNetwork
+from fastsnn.experiment.run import generator
+from fastsnn.experiment.stimulus import IPDDataset
+from fastsnn.experiment.evaluate import evaluate
+from fastsnn.experiment.train import fit, should_stop
 
 
 def seed_rule(val_losses, epoch):

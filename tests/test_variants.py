@@ -14,15 +14,15 @@ import torch
 import torch.nn.functional as F
 
 from conftest import assert_close, backend_device
-from fastsnn.cli import main
-from fastsnn.config import ModelConfig, RunConfig, StimulusConfig, TrainConfig
-from fastsnn.model import IPDNetwork
+from fastsnn.experiment.cli import main
+from fastsnn.experiment.config import ModelConfig, RunConfig, StimulusConfig, TrainConfig
+from fastsnn.experiment.model import IPDNetwork
 from fastsnn.nn import LIF, DendriticFilter
 from fastsnn.ops import leaky_readout_ref, lif_ref
-from fastsnn.run import dataset, generator
-from fastsnn.stimulus import IPDDataset
-from fastsnn.sweep import expand, parse_grid
-from fastsnn.train import batch_loss, fit, rate_penalty
+from fastsnn.experiment.run import dataset, generator
+from fastsnn.experiment.stimulus import IPDDataset
+from fastsnn.experiment.sweep import expand, parse_grid
+from fastsnn.experiment.train import batch_loss, fit, rate_penalty
 
 TINY = ["--hidden", "8", "--train-batches", "2", "--test-batches", "1", "--epochs", "2", "--batch-size", "16",
         "--anf-per-ear", "10", "--threads", "1", "--quiet", "--seed", "1"]

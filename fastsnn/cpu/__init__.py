@@ -121,7 +121,7 @@ def launch_group(B: int, N: int, block: int, width: int = GROUP_WIDTH) -> int:
     side took the backward from 16.6 to 10.5 ms at (1024, 100, 30) and from 1.02 to 0.62 ms at
     (64, 100, 30) (AMD EPYC, 1 thread); four rows were slower than two (13 ms; four rows of every
     array is 20 streams), as was grouping the forward (3.3 -> 4.7 ms, whose copies dominate). A
-    backward that reads fewer arrays a step takes a wider ``width`` (``fastsnn.ops.lif.cpu``).
+    backward that reads fewer arrays a step takes a wider ``width`` (``fastsnn.ops.neurons.cpu``).
     """
     threads = sync_threads()
     pad = -(-min(block, max(N, 1)) // PAD) * PAD

@@ -1,7 +1,7 @@
 """What every op shares: backends, the state dtype, argument checks.
 
 The lowest layer of :mod:`fastsnn.ops`: it imports only torch, and every op folder
-(``lif/``, ``readout/``, ``spikes/``) imports it, never the other way round.
+(``neurons/``, ``readout/``, ``spikes/``, ``delays/``) imports it, never the other way round.
 
 Backends:
 
@@ -14,7 +14,6 @@ Backends:
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import math
 import numbers
@@ -57,13 +56,6 @@ def resolve_backend(backend: str, device: torch.device) -> str:
         if device.type not in ("cpu", "cuda"):
             raise ValueError(f"backend 'triton' runs on CUDA tensors, got tensors on {device}")
     return backend
-
-
-def launchers(backend: str, op: str):
-    """The module holding ``op``'s launchers for a fast ``backend`` (imported on first use, so that
-    ``import fastsnn`` imports neither numba nor Triton)."""
-    module = f"fastsnn.kernels.{op}" if backend == "triton" else f"fastsnn.ops.{op}.cpu"
-    return importlib.import_module(module)
 
 
 def check_h(name: str, h) -> None:

@@ -18,11 +18,23 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .._common import (FLOAT_DTYPES, check_scalar, connected, empty_state, launchers, resolve_backend, state_dtype,
+from .._common import (FLOAT_DTYPES, check_scalar, connected, empty_state, resolve_backend, state_dtype,
                        upcast)
 from .reference import NORM_EPS, delay_taps, delayed_projection_ref
 
 __all__ = ["delayed_projection", "DelayedProjectionFunction", "delayed_projection_ref", "delay_taps", "NORM_EPS"]
+
+
+def _kernels(backend: str):
+    """The launchers of a fast ``backend``: the numba ones (``cpu.py``) or the Triton ones
+    (``fastsnn/kernels/delays.py``), imported on first use: ``import fastsnn`` imports neither."""
+    if backend == "triton":
+        from fastsnn.kernels import delays as triton_kernels
+
+        return triton_kernels
+    from . import cpu
+
+    return cpu
 
 
 def _kernel(weight: Tensor, delay: Tensor, sigma: Optional[float], max_delay: int,
@@ -37,7 +49,7 @@ def _delayed_projection_fwd(x: Tensor, weight: Tensor, delay: Tensor, sigma: Opt
                             backend: str) -> Tensor:
     """x (B, T, I), weight and delay (I, O) -> h (B, T, O) in the state dtype."""
     *_, wk = _kernel(weight, delay, sigma, max_delay, state_dtype(x.dtype))
-    return launchers(backend, "delays").delays_fwd(x, wk)
+    return _kernels(backend).delays_fwd(x, wk)
 
 
 def _delayed_projection_bwd(grad: Tensor, x: Tensor, weight: Tensor, delay: Tensor, sigma: Optional[float],
@@ -50,7 +62,7 @@ def _delayed_projection_bwd(grad: Tensor, x: Tensor, weight: Tensor, delay: Tens
     ``dD = W (sum_k dwk G r_k - dW sum_k G r_k) / sigma^2`` (0 for rounded delays).
     """
     w, d, taps, wk = _kernel(weight, delay, sigma, max_delay, grad.dtype)
-    dx, dwk = launchers(backend, "delays").delays_bwd(grad, x, wk, need_dx, need_dw or need_dd)
+    dx, dwk = _kernels(backend).delays_bwd(grad, x, wk, need_dx, need_dw or need_dd)
     dx = dx if dx is not None else empty_state(grad, grad.dtype)
     dw, dd = torch.zeros_like(w), torch.zeros_like(w)
     if dwk is not None:

@@ -13,12 +13,24 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .._common import (as_reference_decay, check_h, connected, decay_tensor, launchers, resolve_backend, state_dtype,
+from .._common import (as_reference_decay, check_h, connected, decay_tensor, resolve_backend, state_dtype,
                        upcast, zeros_if_none)
 from .reference import leaky_readout_ref, leaky_readout_sum_ref
 
 __all__ = ["leaky_readout", "leaky_readout_sum", "readout_time_weights", "LeakyReadoutFunction",
            "LeakyReadoutSumFunction", "leaky_readout_ref", "leaky_readout_sum_ref"]
+
+
+def _kernels(backend: str):
+    """The launchers of a fast ``backend``: the numba ones (``cpu.py``) or the Triton ones
+    (``fastsnn/kernels/readout.py``), imported on first use: ``import fastsnn`` imports neither."""
+    if backend == "triton":
+        from fastsnn.kernels import readout as triton_kernels
+
+        return triton_kernels
+    from . import cpu
+
+    return cpu
 
 
 def readout_time_weights(alpha: float, steps: int) -> tuple[float, ...]:
@@ -33,12 +45,12 @@ def readout_time_weights(alpha: float, steps: int) -> tuple[float, ...]:
 
 def _leaky_readout_fwd(h: Tensor, alpha: Tensor, backend: str) -> Tensor:
     """h (B, T, C), alpha (C,) -> membrane u (B, T, C)."""
-    return launchers(backend, "readout").leaky_readout_fwd(h, alpha)
+    return _kernels(backend).leaky_readout_fwd(h, alpha)
 
 
 def _leaky_readout_bwd(grad_u: Tensor, u: Optional[Tensor], alpha: Tensor, need_dalpha: bool,
                        backend: str) -> tuple[Tensor, Tensor]:
-    dh, dalpha = launchers(backend, "readout").leaky_readout_bwd(grad_u, u, alpha, need_dalpha)
+    dh, dalpha = _kernels(backend).leaky_readout_bwd(grad_u, u, alpha, need_dalpha)
     return dh, zeros_if_none(dalpha, alpha)
 
 
@@ -84,12 +96,12 @@ class LeakyReadoutFunction(torch.autograd.Function):
 
 def _leaky_readout_sum_fwd(h: Tensor, alpha: Tensor, backend: str) -> Tensor:
     """h (B, T, C), alpha (C,) -> sum over time of the membrane (B, C), in the state dtype."""
-    return launchers(backend, "readout").leaky_readout_sum_fwd(h, alpha)
+    return _kernels(backend).leaky_readout_sum_fwd(h, alpha)
 
 
 def _leaky_readout_sum_bwd(grad_m: Tensor, h: Optional[Tensor], alpha: Tensor, steps: int, need_dalpha: bool,
                            backend: str) -> tuple[Tensor, Tensor]:
-    dh, dalpha = launchers(backend, "readout").leaky_readout_sum_bwd(grad_m, h, alpha, steps, need_dalpha)
+    dh, dalpha = _kernels(backend).leaky_readout_sum_bwd(grad_m, h, alpha, steps, need_dalpha)
     return dh, zeros_if_none(dalpha, alpha)
 
 

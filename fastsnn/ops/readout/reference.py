@@ -1,5 +1,5 @@
 """The leaky readout's oracle: a plain autograd transcription of its time loop (O(T) backward, as
-:mod:`fastsnn.ops.lif.reference`). Equations: ``docs/semantics.md`` (Readout)."""
+:mod:`fastsnn.ops.neurons.reference`). Equations: ``docs/semantics.md`` (Readout)."""
 
 from __future__ import annotations
 

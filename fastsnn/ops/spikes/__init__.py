@@ -23,12 +23,12 @@ import math
 import torch
 from torch import Tensor
 
-from .._common import FLOAT_DTYPES, launchers, resolve_backend
+from .._common import FLOAT_DTYPES, resolve_backend
+from .reference import pack_spikes_ref, spike_matmul_ref, unpack_spikes_ref
 
-__all__ = ["spike_matmul", "event_pays", "pack_spikes", "unpack_spikes", "SpikeMatmul", "PATHS"]
+__all__ = ["spike_matmul", "spike_matmul_ref", "event_pays", "pack_spikes", "unpack_spikes", "SpikeMatmul", "PATHS"]
 
 PATHS = ("auto", "event", "dense")
-_SHIFTS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 # Densities (spikes / entries of x) up to which the event-driven kernels beat the dense GEMM on the CPU,
 # by output width N. Measured by bench/spike_crossover.py (bench/results/spike-crossover-amd-epyc.{json,png}:
@@ -63,16 +63,7 @@ def _pack_spikes(x: Tensor) -> Tensor:
         from .cpu import pack_spikes_cpu
 
         return pack_spikes_cpu(x)
-    return pack_spikes_torch(x)
-
-
-def pack_spikes_torch(x: Tensor) -> Tensor:
-    """:func:`pack_spikes` in torch ops, for any device."""
-    m, k = x.shape
-    bits = torch.zeros(-(-m // 8) * 8, k, dtype=torch.uint8, device=x.device)
-    bits[:m] = x != 0
-    weights = torch.tensor(_SHIFTS, dtype=torch.uint8, device=x.device)
-    return (bits.view(-1, 8, k) * weights[:, None]).sum(1, dtype=torch.uint8)
+    return pack_spikes_ref(x)
 
 
 pack_spikes = torch.library.custom_op("fastsnn::pack_spikes", _pack_spikes, mutates_args=())
@@ -89,13 +80,7 @@ def _unpack_spikes(bits: Tensor, m: int, dtype: torch.dtype) -> Tensor:
         from .cpu import unpack_spikes_cpu
 
         return unpack_spikes_cpu(bits, m, dtype)
-    return unpack_spikes_torch(bits, m, dtype)
-
-
-def unpack_spikes_torch(bits: Tensor, m: int, dtype: torch.dtype) -> Tensor:
-    """:func:`unpack_spikes` in torch ops, for any device."""
-    weights = torch.tensor(_SHIFTS, dtype=torch.uint8, device=bits.device)
-    return (bits[:, None, :] & weights[:, None]).ne(0).view(-1, bits.shape[1])[:m].to(dtype)
+    return unpack_spikes_ref(bits, m, dtype)
 
 
 unpack_spikes = torch.library.custom_op("fastsnn::unpack_spikes", _unpack_spikes, mutates_args=())
@@ -117,7 +102,8 @@ def _spike_project(x: Tensor, w: Tensor, backend: str, path: str) -> tuple[Tenso
     number of nonzero entries of x; -1 where x holds values other than 0/1, on the CPU)."""
     m, n = x.shape[0], w.shape[1]
     if backend == "triton":
-        kernels = launchers("triton", "spikes")
+        from fastsnn.kernels import spikes as kernels
+
         bits, spikes = kernels.pack_count(x)
         h = kernels.event_matmul(bits, w.to(_work_dtype(w.dtype)), m) if path != "dense" else x @ w
         return h.to(w.dtype), bits, spikes
@@ -151,7 +137,9 @@ def _spike_weight_grad(bits: Tensor, grad: Tensor, spikes: Tensor, backend: str,
     if backend == "triton":
         if path == "dense":
             return (_unpack_spikes(bits, m, work.dtype).t() @ work).to(grad.dtype)
-        return launchers("triton", "spikes").event_weight_grad(bits, work).to(grad.dtype)
+        from fastsnn.kernels.spikes import event_weight_grad
+
+        return event_weight_grad(bits, work).to(grad.dtype)
     from .cpu import event_weight_grad_cpu, spike_weight_grad_cpu
 
     count = int(spikes)
@@ -233,7 +221,7 @@ def spike_matmul(x: Tensor, w: Tensor, *, backend: str = "auto", path: str = "au
     _check(x, w, path)
     backend = resolve_backend(backend, x.device)
     if backend == "reference":
-        return x @ w
+        return spike_matmul_ref(x, w)
     if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad):
         return SpikeMatmul.apply(x, w, backend, path)
     return _spike_project(_rows(x), w, backend, path)[0].reshape(*x.shape[:-1], w.shape[1])

@@ -10,8 +10,8 @@ A sweep folder ``DIR`` holds:
 - ``runs/<id>/``: each run's full folder, as ``fastsnn train`` writes it; a run killed in flight
   resumes there from its last finished epoch when the sweep runs again.
 - ``sweep.json``: the base configuration, the grid and the seeds of the last invocation.
-- ``summary.md``, ``summary.csv`` (:mod:`fastsnn.sweep_summary`) and figures named for the swept keys
-  (:mod:`fastsnn.sweep_plots`), such as ``accuracy_vs_tau_ms.png``.
+- ``summary.md``, ``summary.csv`` (:mod:`fastsnn.experiment.sweep_summary`) and figures named for the swept keys
+  (:mod:`fastsnn.experiment.sweep_plots`), such as ``accuracy_vs_tau_ms.png``.
 
 A point's ``id`` is a hash of its full configuration, seed included, so rerunning a command skips the
 rows already there, a grown grid runs only its new points, and a failed row is retried.
@@ -475,7 +475,7 @@ def varying(rows: list[dict]) -> list[str]:
 
 def report(out: Path, x: str | None = None, hue: str | None = None, metric: str = "test_accuracy") -> str:
     """(Re)draw the figures of ``out`` and write ``summary.md`` / ``summary.csv`` from its ``results.csv``
-    (:mod:`fastsnn.sweep_plots`, :mod:`fastsnn.sweep_summary`); return the markdown summary. Raises
+    (:mod:`fastsnn.experiment.sweep_plots`, :mod:`fastsnn.experiment.sweep_summary`); return the markdown summary. Raises
     ``ValueError`` when it holds no finished run or ``x`` / ``hue`` is not a swept key."""
     out = Path(out)
     results = out / "results.csv"

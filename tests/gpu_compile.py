@@ -1,15 +1,15 @@
 """Compile every Triton kernel of fastsnn for real GPUs (sm_80, sm_90) on a machine without one.
 
-    python -m bench.gpu_compile [--set full|default] [--arch 80,90] [--jobs 2] [--cache DIR]
+    python tests/gpu_compile.py [--set full|default] [--arch 80,90] [--jobs 2] [--cache DIR]
 
 With the defaults (the full set, an empty Triton cache so the compile times are real) it writes
-``bench/results/gpu-compile.md`` and ``.json``: every kernel compiled to a cubin with its
+``tests/gpu-compile.md`` and ``.json``: every kernel compiled to a cubin with its
 registers, spills, shared memory, FMA count and compile time. ``tests/test_gpu_compile.py`` runs
 the same code (``compile_in_subprocess``) and fails on whatever ``problems`` reports.
 
 Which specializations exist is not written down here: the launchers in ``kernels/`` are called
 with CPU tensors for every argument pattern the ops in ``fastsnn.ops`` hand them (``LAUNCHERS``:
-input dtypes, save / sum / need-gradient flags, every neuron variant ``fastsnn.ops.lif.neuron``
+input dtypes, save / sum / need-gradient flags, every neuron variant ``fastsnn.ops.neurons.neuron``
 accepts, shapes for every block the launcher can choose), while a stand-in Triton driver reports
 the target GPU and Triton's ``jit_cache_hook`` records what each launch would compile and skips
 it. Signature, constexprs (the launchers' and their ``@triton.heuristics``' alike), the
@@ -64,7 +64,6 @@ import contextlib
 import dataclasses
 import hashlib
 import importlib
-import inspect
 import itertools
 import json
 import multiprocessing
@@ -78,8 +77,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from fastsnn.ops.neurons.neuron import Neuron, family, neuron
+from fastsnn.ops.neurons.neuron import describe as describe_neuron
+
 ROOT = Path(__file__).resolve().parent.parent
-TABLE = ROOT / "bench" / "results" / "gpu-compile"  # .md and .json
+TABLE = ROOT / "tests" / "gpu-compile"  # .md and .json
 ARCHS = (80, 90)
 DTYPES = ("fp32", "bf16", "fp16")  # what the time-loop ops take (float64 runs on the CPU kernels only)
 T_STEPS = (1, 16, 17)  # do_not_specialize=["T"]: every T must give the same specialization
@@ -147,47 +149,14 @@ class Launch:
 def _short(v) -> str:
     if isinstance(v, bool):
         return str(int(v))
-    if hasattr(v, "_field_defaults"):  # a Neuron: the fields that differ from the seed's
-        diff = [f"{k}={_short(x)}" for k, x in v._asdict().items() if x != v._field_defaults[k]]
-        return "(" + ",".join(diff) + ")" if diff else "seed"
+    if isinstance(v, Neuron):
+        return describe_neuron(v)
     return str(v)
 
 
-def _neuron_module():
-    return importlib.import_module("fastsnn.ops.lif.neuron")  # the package exports a function of this name
-
-
-def neuron_variants() -> list:
-    """Every Neuron ``fastsnn.ops.lif.neuron.neuron`` accepts: each keyword option with a tuple of
-    choices (``SPIKES`` for ``spike``, ...) or a bool takes all its values, a number one value. A
-    new option of either kind is enumerated by itself; one of another kind stops the enumeration."""
-    nm = _neuron_module()
-    defaults = nm.Neuron._field_defaults
-    axes = {}
-    for name, p in inspect.signature(nm.neuron).parameters.items():
-        choices = getattr(nm, name.upper() + "S", None)
-        if isinstance(choices, tuple):
-            axes[name] = choices
-        elif p.annotation in (bool, "bool") or isinstance(p.default, bool):
-            axes[name] = (False, True)
-        elif isinstance(defaults.get(name), float):
-            axes[name] = (defaults[name],)  # a kernel argument, not a constexpr
-        else:
-            raise TypeError(f"neuron() option {name!r} has no choice tuple {name.upper()}S and is no bool or "
-                            "number: teach bench/gpu_compile.py its values")
-    out = []
-    for values in itertools.product(*axes.values()):
-        try:
-            out.append(nm.neuron(**dict(zip(axes, values))))
-        except ValueError:  # an invalid pairing (subtract_next with delayed spikes)
-            continue
-    return out
-
-
 def _richest_neuron():
-    nm = _neuron_module()
-    d = nm.Neuron._field_defaults
-    return nm.neuron(spike="same_step", reset="subtract_next", surrogate="atan", fire=">=", detach_reset=False,
+    d = Neuron._field_defaults
+    return neuron(spike="same_step", reset="subtract_next", surrogate="atan", fire=">=", detach_reset=False,
                      threshold=d["threshold"], beta=d["beta"], adapt=d["adapt"], adaptive=True)
 
 
@@ -200,7 +169,7 @@ def _torch_dtype(name: str):
 def _lif_fwd(launch: Launch, T: int) -> None:
     import torch
 
-    from fastsnn.kernels.lif import lif_fwd
+    from fastsnn.kernels.neurons import lif_fwd
 
     f, (B, N) = dict(launch.flags), launch.shape
     n = f["neuron"]
@@ -211,7 +180,7 @@ def _lif_fwd(launch: Launch, T: int) -> None:
 def _lif_bwd(launch: Launch, T: int) -> None:
     import torch
 
-    from fastsnn.kernels.lif import lif_bwd
+    from fastsnn.kernels.neurons import lif_bwd
 
     f, (B, N) = dict(launch.flags), launch.shape
     n = f["neuron"]
@@ -292,11 +261,11 @@ class Launcher:
 
 LAUNCHERS = {
     "lif_fwd": Launcher(_lif_fwd, DTYPES,
-                        lambda: {"neuron": neuron_variants(), "save": (False, True), "sum": (False, True)},
+                        lambda: {"neuron": family(), "save": (False, True), "sum": (False, True)},
                         (64, 30), lane_shapes, lane_extremes),
     # float32 whatever h was: the op casts the gradient to the saved u's dtype
     "lif_bwd": Launcher(_lif_bwd, ("fp32",),
-                        lambda: {"neuron": neuron_variants(), "need_dalpha": (False, True),
+                        lambda: {"neuron": family(), "need_dalpha": (False, True),
                                  "need_drho": (False, True), "sum": (False, True)},
                         (64, 30), lane_shapes, lane_extremes),
     "readout_fwd": Launcher(_readout_fwd, DTYPES, lambda: {"sum": (False, True)}, (64, 12), lane_shapes,
@@ -342,7 +311,7 @@ def all_flag_launches() -> list[Launch]:
 
 
 def default_launches() -> list[Launch]:
-    seed, richest = _neuron_module().Neuron(), _richest_neuron()
+    seed, richest = Neuron(), _richest_neuron()
     out = []
     for name, spec in LAUNCHERS.items():
         patterns = flag_patterns(name)
@@ -851,11 +820,11 @@ def compile_in_subprocess(which: str, jobs: int = 2, timeout: float = 1200) -> d
     env = _clean_env()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "payload.json"
-        proc = subprocess.run([sys.executable, "-m", "bench.gpu_compile", "--set", which, "--jobs", str(jobs),
+        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--set", which, "--jobs", str(jobs),
                                "--cache", "keep", "--json", str(out), "--no-table"], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=timeout)
         if not out.exists():
-            raise RuntimeError(f"bench.gpu_compile failed (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+            raise RuntimeError(f"tests/gpu_compile.py failed (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
         payload = json.loads(out.read_text())
     payload["log"] = proc.stdout
     return payload
@@ -893,13 +862,13 @@ def markdown(payload: dict, machine: str) -> str:
     lines = [
         "# fastsnn's Triton kernels compiled offline for sm_80 and sm_90",
         "",
-        f"`python -m bench.gpu_compile` (set `{payload['set']}`, "
+        f"`python tests/gpu_compile.py` (set `{payload['set']}`, "
         f"{'an empty' if payload.get('cache') == 'fresh' else 'a warm'} Triton cache, {payload['jobs']} processes) on "
         f"{machine}, triton {payload['triton']}: {payload['seconds']:.0f} s. "
         f"Front end (Triton IR, which does not depend on the target here) for every flag pattern x neuron "
         f"variant x input dtype: {sum(front.values())} specializations ({', '.join(front) or 'none'}); to cubin: "
         f"{', '.join(f'{count(rows, a)} for {a}' for a in archs)}. What is chosen and why: the docstring of "
-        "`bench/gpu_compile.py`; each row's launches (launcher, flags, dtype, shape): the `.json`.",
+        "`tests/gpu_compile.py`; each row's launches (launcher, flags, dtype, shape): the `.json`.",
         "",
         f"**{len(found)} problems**" + (":" if found else "."),
         "",
@@ -956,13 +925,13 @@ def main(argv=None) -> int:
     p.add_argument("--cache", default="fresh",
                    help="'fresh': an empty Triton cache (real compile times, the default); 'keep': the "
                         "environment's; else a directory")
-    p.add_argument("--json", help="payload path (default bench/results/gpu-compile.json)")
-    p.add_argument("--md", help="table path (default bench/results/gpu-compile.md)")
+    p.add_argument("--json", help="payload path (default tests/gpu-compile.json)")
+    p.add_argument("--md", help="table path (default tests/gpu-compile.md)")
     p.add_argument("--no-table", action="store_true", help="write no markdown table")
     args = p.parse_args(argv)
     if _clean_env() != dict(os.environ):  # start again without the interpreter
         argv = sys.argv[1:] if argv is None else argv
-        return subprocess.run([sys.executable, "-m", "bench.gpu_compile", *argv], env=_clean_env(),
+        return subprocess.run([sys.executable, str(Path(__file__).resolve()), *argv], env=_clean_env(),
                               cwd=ROOT).returncode
     with contextlib.ExitStack() as stack:
         if args.cache == "fresh":

@@ -148,7 +148,7 @@ class IPDDataset:
         index = index.to(self.device)
         prob = self.spike_probability(index, offset, jitter)
         if self.device.type == "cpu":
-            from .cpu.stimulus import poisson_spikes
+            from .stimulus_cpu import poisson_spikes
 
             return poisson_spikes(self._keys[index], self._table, prob)
         return self.spikes_torch(index, prob)

@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from .ops.lif.neuron import RESETS, SPIKES, SURROGATES
+from fastsnn.ops import RESETS, SPIKES, SURROGATES, neuron
 
 BACKENDS = ("auto", "reference", "cpu", "triton")
 DEVICES = ("auto", "cpu", "cuda")
@@ -151,12 +151,15 @@ class ModelConfig:
         _choice("neuron", self.neuron, NEURONS)
         _choice("spike", self.spike, SPIKES)
         _choice("reset", self.reset, RESETS)
-        _require(self.reset != "subtract_next" or self.spike == "same_step", "reset",
-                 "zero or subtract with spike=delayed (subtract_next needs spike=same_step)", self.reset)
         _choice("surrogate", self.surrogate, SURROGATES)
         _positive("tau_adapt_ms", self.tau_adapt_ms)
         _require(isinstance(self.adapt, (int, float)) and not isinstance(self.adapt, bool) and math.isfinite(self.adapt)
                  and self.adapt >= 0, "adapt", "a finite number >= 0", self.adapt)
+        try:  # the rules the library holds for a member of the LIF family (e.g. which resets go with which spike)
+            neuron(spike=self.spike, reset=self.reset, surrogate=self.surrogate, fire=">", detach_reset=self.detach_reset,
+                   threshold=self.threshold, beta=self.beta, adapt=self.adapt)
+        except TypeError as err:
+            raise ValueError(str(err)) from None
         _require(isinstance(self.ie_ratio, (int, float)) and 0 <= self.ie_ratio <= 1,
                  "ie_ratio", "a number in [0, 1]", self.ie_ratio)
         _choice("dale_mask", self.dale_mask, ("contiguous", "random"))

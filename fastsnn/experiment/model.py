@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import ModelConfig, StimulusConfig
-from .nn import ALIF, LIF, DendriticFilter, LeakyReadout
+from .config import ModelConfig, StimulusConfig, TrainConfig
+from fastsnn.nn import ALIF, LIF, DendriticFilter, LeakyReadout, anneal_delays, clamp_delays_, delay_param_groups
 
 
 class IPDNetwork(nn.Module):
@@ -78,6 +78,19 @@ class IPDNetwork(nn.Module):
 
     def _dropping(self) -> bool:
         return self.training and self.spike_dropout > 0
+
+    # the training loop's hooks (fastsnn.experiment.train)
+    def param_groups(self, cfg: TrainConfig) -> list[dict]:
+        """The delays (if any) at ``cfg.delay_lr``, everything else at ``cfg.lr``."""
+        return delay_param_groups(self, cfg.lr, cfg.delay_lr)
+
+    def start_epoch(self, epoch: int, cfg: TrainConfig) -> None:
+        """The delay kernels' width for training epoch ``epoch``."""
+        anneal_delays(self, epoch, cfg.sigma_anneal_epochs)
+
+    def after_step(self) -> None:
+        """Delays stay in [0, max_delay]."""
+        clamp_delays_(self)
 
     def set_backend(self, backend: str) -> None:
         """Run both layers on ``backend`` (the weights are unchanged)."""

@@ -1,7 +1,7 @@
 """The LIF family on the CPU: numba kernels and their launchers.
 
 Equations and launcher contract: ``docs/kernel_contract.md`` (LIF family); the oracle is
-:func:`fastsnn.ops.lif.reference.lif_ref`. One kernel body serves every member: a factory
+:func:`fastsnn.ops.neurons.reference.lif_ref`. One kernel body serves every member: a factory
 compiles it per structural option (``same_step``, ``reset``, ``adaptive``; the backward also per
 surrogate), which the body reads as compile-time constants, so the seed's neuron runs no code of
 the others. Each lane stages its rows in padded local buffers (:func:`fastsnn.cpu.padded`) so

@@ -6,6 +6,8 @@ The kernels (numba and Triton) read the fields by name; they specialise on the s
 
 from __future__ import annotations
 
+import inspect
+import itertools
 from typing import NamedTuple
 
 from .._common import check_choice, check_scalar
@@ -52,6 +54,37 @@ def neuron(*, spike: str, reset: str, surrogate: str, fire: str, detach_reset: b
 
 
 def reference_options(n: Neuron) -> dict:
-    """The keyword options of :func:`fastsnn.ops.lif.reference.lif_ref` that give neuron ``n``."""
+    """The keyword options of :func:`fastsnn.ops.neurons.reference.lif_ref` that give neuron ``n``."""
     return dict(threshold=n.threshold, adapt=n.adapt, beta=n.beta, surrogate=SURROGATES[n.surrogate],
                 fire=FIRES[n.fire_ge], detach_reset=n.detach_reset, spike=SPIKES[n.same_step], reset=RESETS[n.reset])
+
+
+def family() -> list[Neuron]:
+    """Every member of the family :func:`neuron` accepts: each option with a tuple of choices
+    (``SPIKES`` for ``spike``, ...) or a bool takes all its values, a number its default, and
+    ``adaptive`` both (what the kernels specialise on, for tests and compile checks to cover)."""
+    defaults = Neuron._field_defaults
+    axes = {}
+    for name, p in inspect.signature(neuron).parameters.items():
+        choices = globals().get(name.upper() + "S")
+        if isinstance(choices, tuple):
+            axes[name] = choices
+        elif p.annotation in (bool, "bool") or isinstance(p.default, bool):
+            axes[name] = (False, True)
+        elif isinstance(defaults.get(name), float):
+            axes[name] = (defaults[name],)  # a kernel argument, not a specialisation
+        else:
+            raise TypeError(f"neuron() option {name!r} has no choice tuple {name.upper()}S and is no bool or number")
+    members = []
+    for values in itertools.product(*axes.values()):
+        try:
+            members.append(neuron(**dict(zip(axes, values))))
+        except ValueError:  # an invalid pairing (subtract_next with delayed spikes)
+            continue
+    return members
+
+
+def describe(n: Neuron) -> str:
+    """The fields of ``n`` that differ from the seed's neuron, e.g. ``(same_step=1,reset=1)``; ``seed`` if none."""
+    diff = [f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in n._asdict().items() if v != Neuron._field_defaults[k]]
+    return "(" + ",".join(diff) + ")" if diff else "seed"

@@ -8,6 +8,8 @@ import json
 import sys
 from dataclasses import replace
 
+from fastsnn import __version__
+
 from .config import (BACKENDS, DEVICES, NEURONS, PHASE_OFFSETS, READOUTS, RESETS, SPIKES, SURROGATES, ModelConfig,
                      RunConfig, StimulusConfig, TrainConfig)
 
@@ -151,6 +153,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastsnn", description="Fast spiking neural network training.")
+    p.add_argument("--version", action="version", version=f"fastsnn {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train the sound-localisation network (the seed experiment by default)")
     _train_flags(train)

@@ -1,14 +1,14 @@
 """The LIF family: ``lif`` and ``alif`` (adaptive threshold), one op with optional time weights.
 
 Here, in order: the forward and backward implementations (dispatching to the numba kernels in
-``cpu.py`` or the Triton kernels in ``fastsnn/kernels/lif.py``), the ``torch.library`` custom
+``cpu.py`` or the Triton kernels in ``fastsnn/kernels/neurons.py``), the ``torch.library`` custom
 ops ``fastsnn::lif`` / ``fastsnn::lif_bwd`` that ``torch.compile`` traces, the eager
 ``LIFFunction`` built from the same setup and backward (the custom-op dispatcher costs ~0.27 ms
 a call at seed size, a twentieth of a training step), and the validated public functions.
 The oracle is ``reference.py``; the options live in ``neuron.py``.
 
 Every op argument is a tensor or a plain scalar (custom-op schemas take nothing else), so a
-:class:`~fastsnn.ops.lif.neuron.Neuron` travels flattened, as ``*neuron``.
+:class:`~fastsnn.ops.neurons.neuron.Neuron` travels flattened, as ``*neuron``.
 """
 
 from __future__ import annotations
@@ -18,12 +18,24 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .._common import (as_reference_decay, check_h, connected, decay_tensor, empty_state, launchers,
+from .._common import (as_reference_decay, check_h, connected, decay_tensor, empty_state,
                        resolve_backend, state_dtype, time_weights_tensor, upcast, zeros_if_none)
 from .neuron import Neuron, neuron, reference_options
 from .reference import lif_ref
 
 __all__ = ["lif", "alif", "LIFFunction", "lif_ref"]
+
+
+def _kernels(backend: str):
+    """The launchers of a fast ``backend``: the numba ones (``cpu.py``) or the Triton ones
+    (``fastsnn/kernels/neurons.py``), imported on first use: ``import fastsnn`` imports neither."""
+    if backend == "triton":
+        from fastsnn.kernels import neurons as triton_kernels
+
+        return triton_kernels
+    from . import cpu
+
+    return cpu
 
 
 def _lif_fwd(h: Tensor, alpha: Tensor, rho: Optional[Tensor], time_weights: Optional[Tensor], same_step: bool,
@@ -32,7 +44,7 @@ def _lif_fwd(h: Tensor, alpha: Tensor, rho: Optional[Tensor], time_weights: Opti
     """h (B, T, N) -> (spikes (B, T, N), or with time_weights (T,) their weighted time sum (B, N) in the
     state dtype; u; s8; a): the saved state, empty unless ``save`` (a also unless adaptive)."""
     n = Neuron(same_step, reset, adaptive, fire_ge, surrogate, detach_reset, threshold, beta, adapt)
-    out, u, s8, a = launchers(backend, "lif").lif_fwd(h, alpha, rho, n, save, time_weights)
+    out, u, s8, a = _kernels(backend).lif_fwd(h, alpha, rho, n, save, time_weights)
     state = state_dtype(h.dtype)
     return (out, u if u is not None else empty_state(h, state), s8 if s8 is not None else empty_state(h, torch.uint8),
             a if a is not None else empty_state(h, state))
@@ -55,7 +67,7 @@ def _lif_bwd(grad: Tensor, u: Tensor, s8: Tensor, a: Tensor, alpha: Tensor, rho:
              need_drho: bool, backend: str) -> tuple[Tensor, Tensor, Tensor]:
     """grad of the spikes (B, T, N), or of their weighted time sum (B, N) -> (dh, dalpha (N,), drho (N,))."""
     n = Neuron(same_step, reset, adaptive, fire_ge, surrogate, detach_reset, threshold, beta, adapt)
-    dh, dalpha, drho = launchers(backend, "lif").lif_bwd(grad, u, s8, a if adaptive else None, alpha, rho, n,
+    dh, dalpha, drho = _kernels(backend).lif_bwd(grad, u, s8, a if adaptive else None, alpha, rho, n,
                                                          need_dalpha, need_drho, time_weights)
     return dh, zeros_if_none(dalpha, alpha), zeros_if_none(drho, alpha)
 

@@ -1,6 +1,6 @@
 """Poisson spikes from hashed frozen noise: the CPU kernel behind ``IPDDataset.spikes``.
 
-The same integer hash as the torch path in :mod:`fastsnn.stimulus` (murmur3's finaliser
+The same integer hash as the torch path in :mod:`fastsnn.experiment.stimulus` (murmur3's finaliser
 without its last xor-shift, top 24 bits), fused with the comparison, so a batch is one pass
 over memory instead of a dozen. Bit-identical to the torch path (``tests/test_stimulus.py``).
 """
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from numba import prange
 
-from . import cpu_kernel, sync_threads
+from fastsnn.cpu import cpu_kernel, sync_threads
 
 _M32 = np.uint64(0xFFFFFFFF)
 

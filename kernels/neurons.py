@@ -14,7 +14,7 @@ import triton.language as tl
 from ._config import BWD_OPTIONS, FWD_OPTIONS, lane_tile
 
 # Globals a @triton.jit function reads must be constexpr (the interpreter accepts plain ones; the compiler does not)
-ZERO, SUBTRACT, SUBTRACT_NEXT = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)  # as fastsnn.ops.lif.neuron
+ZERO, SUBTRACT, SUBTRACT_NEXT = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)  # as fastsnn.ops.neurons.neuron
 HALF_PI = tl.constexpr(1.5707963267948966)
 
 

@@ -5,7 +5,7 @@ checkpoint (weights, optimizer, random stream, history, best snapshot, early-sto
 replaced after every epoch. A finished run adds ``checkpoint.pt``, ``history.csv``, the PNG figures
 ``inputs.png``, ``loss.png``, ``ipd_hist_{train,test}.png``, ``confusion_{train,test}.png`` and, last,
 ``metrics.json``, then drops ``resume.pt``. Every file is written under a temporary name and renamed
-into place (:mod:`fastsnn.files`), so at any moment the folder holds whole files of the one run that
+into place (:mod:`fastsnn.experiment.files`), so at any moment the folder holds whole files of the one run that
 ``config.json`` describes, and a killed run continues from its last finished epoch with ``resume=True``.
 The process that writes a run folder holds its lock throughout.
 """
@@ -17,7 +17,6 @@ import hashlib
 import itertools
 import json
 import os
-import signal
 import sys
 import time
 from contextlib import ExitStack
@@ -27,13 +26,16 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, plots
+from fastsnn import __version__
+from fastsnn.cpu.cache import module_cached
+from fastsnn.cpu.threads import auto_threads, using_threads
+from fastsnn.ops import cpu_kernels_cached, resolve_backend
+
+from . import plots
 from .config import RunConfig
-from .cpu.threads import auto_threads, using_threads
 from .evaluate import Evaluation, evaluate
 from .files import TMP_PREFIX, atomic_write, locked, replacing
 from .model import IPDNetwork
-from .ops import resolve_backend
 from .stimulus import IPDDataset
 from .train import fit
 
@@ -44,7 +46,6 @@ STREAMS = ("model", "train_set", "valid_set", "test_set", "train", "eval_train",
 RESUME = "resume.pt"
 # Files a run (or `fastsnn evaluate` into its folder) writes: the finished marker first, config.json last.
 _OWN_FILES = ("metrics.json", "evaluate-seed*.json", "checkpoint.pt", "history.csv", "*.png", RESUME, "config.json")
-_KILL_AFTER_EPOCH = "FASTSNN_TEST_KILL_AFTER_EPOCH"  # fault injection for the tests: SIGKILL once epoch N is saved
 
 
 def generator(seed: int, stream: str) -> torch.Generator:
@@ -222,8 +223,6 @@ def _save(out: Path, name: str, write) -> None:
 
 def _save_epoch(out: Path, state: dict) -> None:
     _save(out, RESUME, lambda path: torch.save(state, path))
-    if os.environ.get(_KILL_AFTER_EPOCH) == str(len(state["result"]["history"]) - 1):
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
@@ -239,34 +238,11 @@ def _figures(out: Path, label: str, result: Evaluation, num_classes: int) -> Non
 
 
 def _kernels_cached(backend: str, delays: bool = False) -> bool:
-    """Whether numba's disk cache holds compiled code for the CPU kernels this run calls (False on a
-    first run, where compiling them takes ~30 s). The LIF kernels are made per neuron variant; their
-    variants share one cache index, so any cached variant counts. ``delays``: the run has learnable
-    delays (their kernels too)."""
-    from numba.core.dispatcher import Dispatcher
+    """Whether numba's disk cache holds the CPU kernels this run calls (False on a first run, where
+    compiling them takes ~30 s). ``delays``: the run has learnable delays (their kernels too)."""
+    from . import stimulus_cpu
 
-    from .cpu import stimulus
-    from .ops.delays import cpu as delay_kernels
-    from .ops.lif import cpu as lif
-    from .ops.spikes import cpu as spikes
-
-    def cached(kernel: Dispatcher) -> bool:
-        try:  # numba's index of compiled signatures; empty when absent or stale
-            return bool(kernel._cache._cache_file._load_index())
-        except AttributeError:  # a dispatcher without a disk cache
-            return False
-
-    def disk_cached(k) -> bool:  # kernels, not the inlined helpers beside them (which have no disk cache)
-        return isinstance(k, Dispatcher) and hasattr(k._cache, "_cache_file")
-
-    # a module counts when any of its kernels is cached: a run need not call all of them (the
-    # spike projection picks its path by density), and they compile together on a first run
-    modules = [stimulus, spikes] if backend == "cpu" else [stimulus]
-    modules += [delay_kernels] if backend == "cpu" and delays else []
-    groups = [[k for k in vars(m).values() if disk_cached(k)] for m in modules]
-    if backend == "cpu":
-        groups += [[lif.lif_fwd_kernel(False, 0, False)], [lif.lif_bwd_kernel(False, 0, False, False)]]
-    return all(any(cached(k) for k in group) for group in groups)
+    return module_cached(stimulus_cpu) and (backend != "cpu" or cpu_kernels_cached(delays))
 
 
 def _threads_used() -> dict:

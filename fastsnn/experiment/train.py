@@ -1,5 +1,14 @@
 """Training: Adam on the seed's loss, the seed's early-stopping rule, a snapshot of the best weights,
-and the state after each epoch that lets a killed run continue exactly where it stopped."""
+and the state after each epoch that lets a killed run continue exactly where it stopped.
+
+The loop knows nothing of a model's particular parameters. A model may define three hooks, which
+:func:`fit` calls when present (:class:`~fastsnn.experiment.model.IPDNetwork` uses them for its
+learnable delays):
+
+- ``param_groups(cfg) -> list[dict]``: the optimizer's parameter groups (default: all parameters at ``cfg.lr``);
+- ``start_epoch(epoch, cfg)``: before each training epoch (a schedule, e.g. the delay kernels' width);
+- ``after_step()``: after each optimizer step (a constraint, e.g. clipping the delays to their range).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +23,6 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .config import LOSS_SCALES, TrainConfig
-from .nn import anneal_delays, clamp_delays_, delay_param_groups
 from .stimulus import IPDDataset
 
 
@@ -90,8 +98,10 @@ def fit(model: torch.nn.Module, train_set: IPDDataset, valid_set: IPDDataset | N
     Given that ``state`` back with a model built alike, the same data and ``cfg``, ``fit`` continues
     from there exactly as if it had never stopped.
     """
-    optimizer = torch.optim.Adam(delay_param_groups(model, cfg.lr, cfg.delay_lr), lr=cfg.lr)
-    optimizer.register_step_post_hook(lambda *_: clamp_delays_(model))  # delays stay in [0, max_delay]
+    groups = model.param_groups(cfg) if hasattr(model, "param_groups") else [{"params": list(model.parameters())}]
+    optimizer = torch.optim.Adam(groups, lr=cfg.lr)
+    if hasattr(model, "after_step"):
+        optimizer.register_step_post_hook(lambda *_: model.after_step())
     result = FitResult()
     if state is not None:
         model.load_state_dict(state["model"])
@@ -103,7 +113,8 @@ def fit(model: torch.nn.Module, train_set: IPDDataset, valid_set: IPDDataset | N
                disable=not progress)
     for epoch in bar:
         start = time.perf_counter()
-        anneal_delays(model, epoch, cfg.sigma_anneal_epochs)  # the delay kernels' width for this epoch
+        if hasattr(model, "start_epoch"):
+            model.start_epoch(epoch, cfg)
         model.train()
         loss = _pass(model, train_set, cfg, generator, optimizer)
         model.eval()
