@@ -297,7 +297,7 @@ def test_fit_with_delays_anneals_clamps_and_resumes_exactly():
 
     from fastsnn.experiment.run import generator
     from fastsnn.experiment.stimulus import IPDDataset
-    from fastsnn.experiment.train import fit
+    from fastsnn.experiment.training import fit
 
     stim = StimulusConfig(anf_per_ear=10, steps=40)
     cfg = TrainConfig(epochs=3, batch_size=16, train_samples=32, valid_samples=16, test_samples=16, lr=0.01,
@@ -359,7 +359,7 @@ def test_bad_delay_flags(flags, message, capsys):
 
 
 def test_delays_are_sweep_keys():
-    from fastsnn.experiment.sweep import expand, parse_grid
+    from fastsnn.experiment.sweeps import expand, parse_grid
 
     points = expand(RunConfig(), parse_grid(["max-delay=0,25", "delay-lr=0.05", "sigma-anneal-epochs=30"]), [0])
     assert [(p.config.model.max_delay, p.config.train.delay_lr, p.config.train.sigma_anneal_epochs)

@@ -19,7 +19,7 @@ import torch
 import fastsnn
 from fastsnn.experiment.cli import main
 from fastsnn.experiment.config import RunConfig
-from fastsnn.experiment.sweep import COLUMNS, read_results
+from fastsnn.experiment.sweeps import COLUMNS, read_results
 
 # threads=1 keeps the runs bit-identical whichever process runs them
 TINY = ["--epochs", "1", "--train-batches", "1", "--test-batches", "1", "--batch-size", "8", "--threads", "1",
@@ -360,7 +360,7 @@ def test_results_of_an_earlier_version_read_and_keep_their_ids(tmp_path):
     import json as _json
     from dataclasses import replace
 
-    from fastsnn import sweep
+    from fastsnn.experiment import sweeps as sweep
 
     config = RunConfig()
     config = replace(config, model=replace(config.model, tau_ms=2.0))

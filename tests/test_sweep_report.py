@@ -9,7 +9,7 @@ import statistics
 import pytest
 
 from fastsnn.experiment.cli import main
-from fastsnn.experiment.sweep import cpu_model, read_results
+from fastsnn.experiment.sweeps import cpu_model, read_results
 
 TINY = ["--anf-per-ear", "8", "--train-batches", "2", "--test-batches", "1", "--epochs", "2", "--batch-size", "16",
         "--threads", "1", "--quiet"]

@@ -13,7 +13,7 @@ import torch
 from fastsnn.experiment.config import RunConfig
 from fastsnn.cpu import threads
 from fastsnn.experiment.run import build_model, dataset, generator
-from fastsnn.experiment.train import batch_loss
+from fastsnn.experiment.training import batch_loss
 
 STAT = """cpu  300 0 100 1000 50 0 0 0 0 0
 cpu0 100 0 50 500 25 0 0 7 0 0

@@ -12,7 +12,7 @@ from fastsnn.experiment.model import IPDNetwork
 from fastsnn.experiment.run import generator
 from fastsnn.experiment.stimulus import IPDDataset
 from fastsnn.experiment.evaluate import evaluate
-from fastsnn.experiment.train import fit, should_stop
+from fastsnn.experiment.training import fit, should_stop
 
 
 def seed_rule(val_losses, epoch):

@@ -21,8 +21,8 @@ from fastsnn.nn import LIF, DendriticFilter
 from fastsnn.ops import leaky_readout_ref, lif_ref
 from fastsnn.experiment.run import dataset, generator
 from fastsnn.experiment.stimulus import IPDDataset
-from fastsnn.experiment.sweep import expand, parse_grid
-from fastsnn.experiment.train import batch_loss, fit, rate_penalty
+from fastsnn.experiment.sweeps import expand, parse_grid
+from fastsnn.experiment.training import batch_loss, fit, rate_penalty
 
 TINY = ["--hidden", "8", "--train-batches", "2", "--test-batches", "1", "--epochs", "2", "--batch-size", "16",
         "--anf-per-ear", "10", "--threads", "1", "--quiet", "--seed", "1"]

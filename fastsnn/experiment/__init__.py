@@ -13,8 +13,8 @@ It imports only the library's public names (``fastsnn``, ``fastsnn.nn``, ``fasts
     rows = sweep(RunConfig(), {"tau_ms": [2.0, 5.0, 10.0]}, seeds=[0, 1], out="sweeps/tau")
 
 Modules: ``config`` (the run's settings), ``stimulus`` (the IPD data sets; ``stimulus_cpu`` their CPU
-kernel), ``model`` (the network), ``train`` (the loop), ``evaluate`` (metrics), ``run`` (a run folder
-from start to finish), ``files`` (atomic writes, locks), ``plots``, ``sweep`` (+ ``sweep_summary``,
+kernel), ``model`` (the network), ``training`` (the loop), ``evaluate`` (metrics), ``run`` (a run folder
+from start to finish), ``files`` (atomic writes, locks), ``plots``, ``sweeps`` (+ ``sweep_summary``,
 ``sweep_plots``) and ``cli``.
 """
 
@@ -27,7 +27,7 @@ import torch
 
 from .config import ModelConfig, RunConfig, StimulusConfig, TrainConfig
 from .run import evaluate_checkpoint, load_checkpoint, load_run_config, new_run_dir, train_run
-from .sweep import report, sweep
+from .sweeps import report, sweep
 
 __all__ = ["RunConfig", "StimulusConfig", "ModelConfig", "TrainConfig", "Run", "train", "evaluate_checkpoint",
            "load_checkpoint", "load_run_config", "sweep", "report"]

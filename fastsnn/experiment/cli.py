@@ -199,7 +199,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _sweep(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from .sweep import parse_grid, plan, report, seeds_of, sweep
+    from .sweeps import parse_grid, plan, report, seeds_of, sweep
     from .sweep_plots import layout
 
     try:
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "sweep":
         return _sweep(p, args)
     elif args.command == "sweep-report":
-        from .sweep import report
+        from .sweeps import report
 
         try:
             print(report(args.dir, args.x, args.hue, args.metric), end="")

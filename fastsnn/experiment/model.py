@@ -79,7 +79,7 @@ class IPDNetwork(nn.Module):
     def _dropping(self) -> bool:
         return self.training and self.spike_dropout > 0
 
-    # the training loop's hooks (fastsnn.experiment.train)
+    # the training loop's hooks (fastsnn.experiment.training)
     def param_groups(self, cfg: TrainConfig) -> list[dict]:
         """The delays (if any) at ``cfg.delay_lr``, everything else at ``cfg.lr``."""
         return delay_param_groups(self, cfg.lr, cfg.delay_lr)

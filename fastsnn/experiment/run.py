@@ -37,7 +37,7 @@ from .evaluate import Evaluation, evaluate
 from .files import TMP_PREFIX, atomic_write, locked, replacing
 from .model import IPDNetwork
 from .stimulus import IPDDataset
-from .train import fit
+from .training import fit
 
 # The named random streams of a run. Each data set has its own: `evaluate --seed S` redraws exactly
 # the test set (and its phase offset) of the run trained with --seed S, and shares no stream with
