@@ -69,7 +69,8 @@ def sentence(record: dict) -> str:
             f"`python -m bench.docs_figures`): test accuracy {100 * record['test_accuracy']:.1f}% "
             f"({record['test_abs_error_deg']:.1f} deg mean error), train accuracy "
             f"{100 * record['train_accuracy']:.1f}%, {record['epochs']} epochs ({stop}), "
-            f"{record['wall_s']:.0f} s from start to exit. Its figures are in `docs/figures/`.")
+            f"{record['wall_s']:.0f} s from start to exit at a load average of {max(record['load_1min']):.1f} on "
+            f"{record['cores']} cores. Its figures are in `docs/figures/`.")
 
 
 def quoted(text: str) -> str:
