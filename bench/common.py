@@ -107,9 +107,9 @@ def apply_malloc(p, choice: str) -> str:
 
 
 def write_results(stem: Path, result: dict, table: str) -> None:
-    """``stem``.json (the result) and ``stem``.md (its table), creating the folder."""
+    """``stem``.json (the result; paths as strings) and ``stem``.md (its table), creating the folder."""
     stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     stem.with_suffix(".md").write_text(table)
 
 
@@ -117,5 +117,5 @@ def save(out: Path, name: str, payload: dict) -> Path:
     """``out``/``name``.json, creating the folder."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.json"
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")  # str: paths among the options
     return path

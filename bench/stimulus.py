@@ -13,8 +13,8 @@ import argparse
 
 import torch
 
-from fastsnn.config import StimulusConfig
-from fastsnn.stimulus import IPDDataset
+from fastsnn.experiment.config import StimulusConfig
+from fastsnn.experiment.stimulus import IPDDataset
 
 from . import seed_baseline
 from .common import add_out_option, alternate, machine, save
