@@ -13,7 +13,16 @@ from typing import Callable
 
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"  # the committed results: a benchmark writes there only when told (--out)
+OUT = ROOT / "runs" / "bench"  # where benchmarks write by default (git ignores runs/)
+
+
+def add_out_option(p, files: str) -> None:
+    """``--out DIR`` for a benchmark that writes ``files``: runs/bench by default, bench/results only on purpose."""
+    p.add_argument("--out", type=Path, default=OUT, metavar="DIR",
+                   help=f"folder for {files} (default: runs/bench, which git ignores; --out bench/results replaces "
+                        "the committed results)")
 
 
 def sync(device: str | torch.device = "cpu") -> None:
@@ -98,14 +107,15 @@ def apply_malloc(p, choice: str) -> str:
 
 
 def write_results(stem: Path, result: dict, table: str) -> None:
-    """``stem``.json (the result) and ``stem``.md (its table), creating the folder."""
+    """``stem``.json (the result; paths as strings) and ``stem``.md (its table), creating the folder."""
     stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     stem.with_suffix(".md").write_text(table)
 
 
-def save(name: str, payload: dict) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+def save(out: Path, name: str, payload: dict) -> Path:
+    """``out``/``name``.json, creating the folder."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")  # str: paths among the options
     return path

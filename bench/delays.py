@@ -23,7 +23,8 @@ wall time, or with ``--cpu-time`` one thread's CPU time (``time.thread_time``, o
 thread): on a machine shared with other jobs, wall time also counts the time the neighbours hold
 the core.
 Before timing, every provider's output and gradients are compared with fastsnn's reference and the
-largest differences recorded. Writes ``bench/results/delays-<cpu>.json`` and ``.md`` (``delays-<gpu>`` on CUDA).
+largest differences recorded. Writes ``OUT/delays-<cpu>.json`` and ``.md`` (``delays-<gpu>`` on CUDA; OUT: ``--out``,
+runs/bench by default).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from fastsnn.experiment.model import IPDNetwork
 from fastsnn.nn import anneal_delays
 from fastsnn.ops.delays.reference import delay_taps
 
-from .common import RESULTS, alternate, cpu_name, machine, save, slug
+from .common import add_out_option, alternate, cpu_name, machine, save, slug
 
 B, T, I, O, MAX_DELAY, SIGMA = 64, 100, 200, 30, 25, 3.0
 K = MAX_DELAY + 1
@@ -179,6 +180,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch (and so numba) threads (default: torch's)")
     p.add_argument("--cpu-time", action="store_true", help="one thread, timed by its CPU time (time.thread_time)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    add_out_option(p, "delays-<cpu or gpu>.{json,md}")
     args = p.parse_args(argv)
     if args.cpu_time and (args.device == "cuda" or args.threads not in (None, 1)):
         p.error("--cpu-time times one CPU thread: drop --threads and --device cuda")
@@ -211,7 +213,7 @@ def main(argv=None) -> int:
     results["train_step"] = steps
     print("train step: " + ", ".join(f"{n} {1e3 * r['median_s']:.2f} ms" for n, r in steps.items()))
     name = f"delays-{slug(torch.cuda.get_device_name() if device.type == 'cuda' else cpu_name())}"
-    path = save(name, results)
+    path = save(args.out, name, results)
     m = results["machine"]
     md = [f"# Learnable delays: fastsnn vs dcls ({m.get('gpu') if device.type == 'cuda' else m['cpu']})", "",
           f"`python -m bench.delays --repeats {args.repeats} --densities {args.densities}"
@@ -233,7 +235,7 @@ def main(argv=None) -> int:
         for provider, d in diffs.items():
             if provider != "scale":
                 md.append(f"- {provider}: h {d['h']:.2e}, dW {d['dW']:.2e}, dD {d['dD']:.2e}")
-    (RESULTS / f"{name}.md").write_text("\n".join(md) + "\n")
+    (args.out / f"{name}.md").write_text("\n".join(md) + "\n")
     print(f"wrote {path} and {name}.md")
     return 0
 

@@ -4,7 +4,7 @@
 
 Times ``fastsnn.lif`` / ``fastsnn.alif`` (input gradient, per-neuron alpha and rho gradients) at
 (B, T, N) = (64, 100, 30) and (64, 100, 1024), members interleaved round by round
-(``bench.common.alternate``), and writes ``bench/results/family-<device>-<cpu>.{json,md}``. The
+(``bench.common.alternate``), and writes ``OUT/family-<device>-<cpu>.{json,md}`` (``--out``, default runs/bench). The
 issue's goal: ALIF fwd+bwd <= 1.5x the LIF's.
 """
 
@@ -16,7 +16,7 @@ import torch
 
 import fastsnn
 
-from .common import RESULTS, alternate, machine, save, slug
+from .common import add_out_option, alternate, machine, save, slug
 
 SHAPES = ((64, 100, 30), (64, 100, 1024))
 MEMBERS = {
@@ -51,6 +51,7 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--repeats", type=int, default=30)
+    add_out_option(p, "family-<device>-<cpu>.{json,md}")
     args = p.parse_args(argv)
     info = machine()
     rows = []
@@ -71,8 +72,8 @@ def main(argv=None) -> dict:
         lines.append(f"| {tuple(r['shape'])} | {r['member']} | {r['median_ms']:.3f} | "
                      f"{r['q20_ms']:.3f}-{r['q80_ms']:.3f} | {r['vs_lif']:.2f}x |")
     name = f"family-{args.device}-{slug(where)}"
-    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
-    save(name, {"machine": info, "device": args.device, "rows": rows})
+    save(args.out, name, {"machine": info, "device": args.device, "rows": rows})
+    (args.out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return {"rows": rows}
 

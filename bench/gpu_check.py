@@ -19,14 +19,13 @@
 5. The seed-size training step eagerly and as a CUDA graph replay.
 6. Learnable delays: ``bench.delays --device cuda`` (fastsnn's Triton kernels against a dense conv1d
    and dcls); their equivalence tests, tests/test_delays.py, run in 1.
-It prints a short table last and writes bench/results/gpu_check-<date>.json; the exit status is
+It prints a short table last and writes OUT/gpu_check-<date>.json (``--out``, default runs/bench); the exit status is
 non-zero when a test or a check of 2 fails.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -39,7 +38,7 @@ import torch.nn.functional as F
 import fastsnn
 
 from . import delays, report
-from .common import RESULTS, alternate, machine
+from .common import add_out_option, alternate, machine, save
 from .workloads import ALPHA, WORKLOADS, _network, make_inputs
 
 
@@ -208,6 +207,7 @@ def graph_step() -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="seed and bigbatch workloads only in the report")
+    add_out_option(p, "gpu_check-<date>.json and the report's and delays' files")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to check here (the CPU suite is `python -m pytest -q`)")
@@ -216,16 +216,16 @@ def main(argv=None) -> int:
     family = lif_family()
     probe = membrane_probe()
     workloads = "seed,bigbatch" if args.quick else ",".join(WORKLOADS)
-    rep = report.main(["--workloads", workloads, "--repeats", "9", "--device", "cuda"])
+    rep = report.main(["--workloads", workloads, "--repeats", "9", "--device", "cuda", "--out", str(args.out)])
     bw = copy_bandwidth()
     lif = lif_bandwidth()
     graph = graph_step()
-    delays.main(["--device", "cuda", "--repeats", "9"])  # fastsnn-triton vs dense conv1d vs dcls on the GPU
+    # fastsnn-triton vs dense conv1d vs dcls on the GPU
+    delays.main(["--device", "cuda", "--repeats", "9", "--out", str(args.out)])
     seed_step = next(r for r in rep["rows"] if r["workload"] == "seed" and r["op"] == "train_step")["median_ms"]
     out = {"machine": machine(), "tests_rc": tests_rc, "lif_family": family, "membrane_probe": probe,
            "copy_GBps": bw, "lif": lif, "graph_step": graph, "seed_step_ms": seed_step}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"gpu_check-{date.today().isoformat()}.json").write_text(json.dumps(out, indent=2) + "\n")
+    save(args.out, f"gpu_check-{date.today().isoformat()}", out)
     seed_ms = seed_step.get("seed")
     print("\n| check | result |\n|---|---|")
     print(f"| equivalence tests on CUDA | {'passed' if tests_rc == 0 else f'FAILED (rc {tests_rc})'} |")

@@ -11,7 +11,7 @@ readout. fastsnn's is ``fastsnn.experiment.model.IPDNetwork`` (the spikes kept a
 projection, the readout's time sum fused into the LIF kernel). Both get the same 0/1 inputs at the
 given density (the seed's stimulus fires ~22%, the issue's wide workload 5%), forward + loss +
 backward, no optimizer step; medians of interleaved rounds (bench.common.alternate). Writes
-``bench/results/peer-step-<cpu>.{json,md}``.
+``OUT/peer-step-<cpu>.{json,md}`` (``--out``, default runs/bench).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from .common import RESULTS, alternate, cpu_name, machine, slug, write_results
+from .common import add_out_option, alternate, cpu_name, machine, slug, write_results
 from .workloads import WORKLOADS
 
 TAU = 5.0  # SpikingJelly's tau in steps: alpha = 1 - 1/tau
@@ -108,6 +108,7 @@ def main(argv=None) -> dict:
     p.add_argument("--densities", default="0.05,0.225")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--threads", type=int, default=None, help="torch and numba threads (default: torch's choice)")
+    add_out_option(p, "peer-step-<cpu>.{json,md}")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -132,7 +133,7 @@ def main(argv=None) -> dict:
     result = {"machine": machine(), "spikingjelly": version("spikingjelly"), "environment": env,
               "load_average": os.getloadavg()[0], "rows": rows}
     threads = torch.get_num_threads()
-    stem = RESULTS / f"peer-step-{slug(cpu_name())}{'' if threads == 2 else f'-{threads}threads'}"
+    stem = args.out / f"peer-step-{slug(cpu_name())}{'' if threads == 2 else f'-{threads}threads'}"
     write_results(stem, result, markdown(result))
     print(f"wrote {stem}.{{json,md}}")
     return result

@@ -17,9 +17,9 @@ forward + backward, on given input currents h (a leaf that requires a gradient; 
 
 Sizes (B, T, N): seed, long and bigbatch are bench/workloads.py's (hidden layer of the workload),
 plus seed128 = (64, 100, 128). Candidates are interleaved round by round (``bench.common.alternate``).
-Writes ``bench/results/peers-<device>-<cpu or gpu>.{json,md}`` (on CPU with ``--threads`` other than 2,
-``-<n>threads`` appended; with OMP_WAIT_POLICY set, ``-omp-<policy>``; with ``--malloc retain``,
-``-retain``). ``--malloc retain`` runs the whole process, both sides, with
+Writes ``OUT/peers-<device>-<cpu or gpu>.{json,md}`` (``--out``, default runs/bench; on CPU with
+``--threads`` other than 2, ``-<n>threads`` appended; with OMP_WAIT_POLICY set, ``-omp-<policy>``; with
+``--malloc retain``, ``-retain``). ``--malloc retain`` runs the whole process, both sides, with
 :func:`fastsnn.cpu.allocator.retain_freed_memory`: freed tensors stay in the heap instead of being
 faulted back in, page by page, on the next call. The issue's goal: every
 configuration >= 5x its peer at the seed and bigbatch sizes.
@@ -31,14 +31,13 @@ import argparse
 import importlib.metadata
 import os
 import sys
-from pathlib import Path
 from typing import Callable
 
 import torch
 
 import fastsnn
 
-from .common import MALLOC, RESULTS, add_malloc_option, alternate, apply_malloc, machine, slug, write_results
+from .common import MALLOC, add_malloc_option, add_out_option, alternate, apply_malloc, machine, slug, write_results
 from .workloads import WORKLOADS
 
 
@@ -193,7 +192,7 @@ def main(argv=None) -> dict:
     p.add_argument("--repeats", type=int, default=7, help="rounds at seed size (others scaled down, at least 2)")
     p.add_argument("--threads", type=int, default=2, help="torch and numba threads (CPU)")
     add_malloc_option(p)
-    p.add_argument("--out", type=Path, default=RESULTS)
+    add_out_option(p, "peers-<device>-<cpu or gpu>[-<n>threads][-retain].{json,md}")
     args = p.parse_args(argv)
     malloc_suffix = apply_malloc(p, args.malloc)
     sizes, configs = args.sizes.split(","), args.configs.split(",")

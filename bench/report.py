@@ -1,10 +1,13 @@
 """Side-by-side report: every backend on every workload, measured alternately in one run.
 
-    python -m bench.report [--workloads seed,long] [--repeats 7] [--no-memory] [--out DIR]
+    python -m bench.report [--workloads seed,long] [--repeats 7] [--no-memory] [--peers] [--out DIR]
+                           [--seed-script PATH]
     python -m bench.report --replot bench/results/cpu-2026-11-29.json    # redraw a saved run's chart
 
 Prints a table of medians, speedups over the seed's own loop and memory ratios, and writes
-bench/results/<device>-<date>.{json,md} plus a bar chart PNG. Peak memory on CPU is measured
+OUT/<device>-<date>.{json,md} (``--out``, default runs/bench; ``--peers`` adds bench.peers' and
+bench.peer_step's files there) and, when the seed notebook's script is there to time
+(bench/seed_baseline.py), the speedup chart OUT/<device>-<date>.png. Peak memory on CPU is measured
 in a fresh subprocess per (workload, backend) (``python -m bench.memory``); on CUDA with
 ``torch.cuda.max_memory_allocated``.
 """
@@ -22,8 +25,8 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
-from . import memory
-from .common import RESULTS, alternate, machine, write_results
+from . import memory, seed_baseline
+from .common import add_out_option, alternate, machine, write_results
 from .workloads import OPS, WORKLOADS, backends_for, cases, saved_bytes
 
 # fewer repeats where the seed's loop takes seconds a call
@@ -106,11 +109,13 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def chart(result: dict, path) -> None:
+def chart(result: dict, path) -> bool:
+    """The training step's speedup over the seed's loop, per workload and backend, as a bar chart at ``path``;
+    False (nothing written) when the seed's loop was not timed."""
     steps = [r for r in result["rows"] if r["op"] == "train_step"]
     backends = [b for b in steps[0]["median_ms"] if b != "seed"]
     if "seed" not in steps[0]["median_ms"]:
-        return
+        return False
     fig = Figure(figsize=(7, 4), dpi=100)
     ax = fig.subplots()
     width = 0.8 / len(backends)
@@ -128,6 +133,7 @@ def chart(result: dict, path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)
+    return True
 
 
 def peer_tables(result: dict, workloads: list[str], device: torch.device, out: Path) -> str:
@@ -144,7 +150,7 @@ def peer_tables(result: dict, workloads: list[str], device: torch.device, out: P
         result["peers"] = layer["rows"]
         text += "\n" + peers.markdown(layer).replace("# ", "## ", 1)
     if device.type == "cpu":
-        step = peer_step.main(["--sizes", ",".join(workloads), "--threads", threads])
+        step = peer_step.main(["--sizes", ",".join(workloads), "--threads", threads, "--out", str(out)])
         result["peer_step"] = step["rows"]
         text += "\n" + peer_step.markdown(step).replace("# ", "## ", 1)
     return text
@@ -156,7 +162,8 @@ def main(argv=None) -> dict:
     p.add_argument("--repeats", type=int, default=7, help="repeats of the seed workload (others scaled down)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--out", type=Path, default=RESULTS, help="folder for <device>-<date>.{json,md,png}")
+    add_out_option(p, "<device>-<date>.{json,md,png} (and with --peers the peers' files)")
+    seed_baseline.add_option(p)
     p.add_argument("--peers", action="store_true",
                    help="also against SpikingJelly and snnTorch, side by side: the neuron layer in each peer-exact "
                         "configuration (bench.peers) and the whole training step (bench.peer_step, CPU), at the "
@@ -166,7 +173,8 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     if args.replot is not None:
         result = json.loads(args.replot.read_text())
-        chart(result, args.replot.with_suffix(".png"))
+        if not chart(result, args.replot.with_suffix(".png")):
+            p.error(f"{args.replot} has no timings of the seed's loop: no speedup chart to draw")
         print(f"wrote {args.replot.with_suffix('.png')}")
         return result
     workloads = args.workloads.split(",")
@@ -174,6 +182,7 @@ def main(argv=None) -> dict:
     if unknown:
         p.error(f"unknown workloads {sorted(unknown)}; choose from {', '.join(WORKLOADS)}")
     device = torch.device(args.device)
+    seed_baseline.use(p, args.seed_script, "the seed's columns, the speedups and the chart")
     result = measure(workloads, args.repeats, device, not args.no_memory)
     table = markdown(result)
     if args.peers:
@@ -181,8 +190,7 @@ def main(argv=None) -> dict:
     print(table)
     stem = args.out / f"{device.type}-{date.today().isoformat()}"
     write_results(stem, result, table)
-    chart(result, stem.with_suffix(".png"))
-    print(f"wrote {stem}.{{json,md,png}}")
+    print(f"wrote {stem}.{{json,md{',png' if chart(result, stem.with_suffix('.png')) else ''}}}")
     return result
 
 

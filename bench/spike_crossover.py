@@ -9,7 +9,7 @@
    / ``"dense"``) and the weight gradient from the bits, both paths interleaved round by round
    (``bench.common.alternate``);
    medians, and the density where the two curves cross (interpolated in log density). Writes
-   ``bench/results/spike-crossover-<cpu>.{json,png}``; ``fastsnn/ops/spikes/__init__.py``'s
+   ``OUT/spike-crossover-<cpu>.{json,png}`` (``--out``, default runs/bench); ``fastsnn/ops/spikes/__init__.py``'s
    ``CPU_CROSSOVER`` cites it.
 2. ``--steps``: training steps (forward + loss + backward, bench/workloads.py's ``train_step``) with the
    projection forced dense and by events (``path="auto"`` as the library runs it), interleaved, and
@@ -35,7 +35,8 @@ import fastsnn.ops.spikes as spikes
 from fastsnn.experiment.config import StimulusConfig
 from fastsnn.experiment.stimulus import IPDDataset
 
-from .common import RESULTS, alternate, cpu_name, machine, slug
+from . import seed_baseline
+from .common import add_out_option, alternate, cpu_name, machine, slug
 from .workloads import WORKLOADS, Workload, _network, cases, make_inputs
 
 SHAPES = {name: (WORKLOADS[name].B * WORKLOADS[name].T, WORKLOADS[name].inputs, WORKLOADS[name].hidden)
@@ -117,12 +118,13 @@ def _step_and_rest(w: Workload, x: torch.Tensor | None = None):
     return step, rest, inp.x
 
 
-def steps(repeats: int) -> list[dict]:
-    """Training steps, the projection dense and by events, and the rest of the step, in one run per workload."""
+def steps(repeats: int, with_seed_loop: bool) -> list[dict]:
+    """Training steps, the projection dense and by events, and the rest of the step, in one run per workload
+    (at seed size also the seed's own loop, ``with_seed_loop``)."""
     rows = []
     stim = StimulusConfig(anf_per_ear=1000)
     ear1000 = IPDDataset.random(EAR1000.B, stim, torch.Generator().manual_seed(0)).spikes(torch.arange(EAR1000.B), 0.3)
-    runs = [("seed", WORKLOADS["seed"], None, True), ("bigbatch", WORKLOADS["bigbatch"], None, False),
+    runs = [("seed", WORKLOADS["seed"], None, with_seed_loop), ("bigbatch", WORKLOADS["bigbatch"], None, False),
             ("wide-5%", WORKLOADS["wide"], 0.05, False), ("wide-22.5%", WORKLOADS["wide"], None, False),
             (EAR1000.name, EAR1000, ear1000, False)]
     for name, w, x, with_seed in runs:
@@ -190,7 +192,8 @@ def main(argv=None) -> dict:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--steps", action="store_true", help="also time training steps, dense against events")
-    p.add_argument("--out", type=Path, default=RESULTS)
+    add_out_option(p, "spike-crossover-<cpu>.{json,png}")
+    seed_baseline.add_option(p)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     densities = [float(d) for d in args.densities.split(",")]
@@ -204,7 +207,7 @@ def main(argv=None) -> dict:
         print(f"{name}: crossover density " + ", ".join(f"{op} {c if c is None else f'{c:.3g}'}"
                                                         for op, c in entry["crossover"].items()), flush=True)
     if args.steps:
-        result["steps"] = steps(args.repeats)
+        result["steps"] = steps(args.repeats, seed_baseline.use(p, args.seed_script, "the seed loop's step (--steps)"))
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"spike-crossover-{slug(cpu_name())}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")

@@ -15,8 +15,8 @@ For each workload, in one interleaved run (``bench.common.alternate``), on the C
 
 ``--malloc retain`` runs everything with :func:`fastsnn.cpu.allocator.retain_freed_memory` (a fresh
 (M, N) output then reuses freed heap instead of faulting its pages in). Writes
-``bench/results/spike-profile-<cpu>[-retain].{json,md}`` with medians, q20-q80, and what each issue-13
-goal would need of the projection.
+``OUT/spike-profile-<cpu>[-retain].{json,md}`` (``--out``, default runs/bench) with medians, q20-q80, and
+what each issue-13 goal would need of the projection.
 """
 
 from __future__ import annotations
@@ -24,13 +24,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 import torch
 
 from fastsnn.ops.spikes.cpu import event_matmul_cpu, event_weight_grad_cpu, pack_count_cpu
 
-from .common import MALLOC, RESULTS, add_malloc_option, alternate, apply_malloc, machine, slug, write_results
+from .common import MALLOC, add_malloc_option, add_out_option, alternate, apply_malloc, machine, slug, write_results
 from .spike_crossover import EAR1000, _forced_call, _step_and_rest
 from .workloads import WORKLOADS
 
@@ -110,7 +109,7 @@ def main(argv=None) -> dict:
     p.add_argument("--repeats", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
     add_malloc_option(p)
-    p.add_argument("--out", type=Path, default=RESULTS)
+    add_out_option(p, "spike-profile-<cpu>[-retain].{json,md}")
     args = p.parse_args(argv)
     malloc_suffix = apply_malloc(p, args.malloc)
     names = args.workloads.split(",")

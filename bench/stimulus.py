@@ -4,7 +4,7 @@
 
 The seed rebuilds a float64 (samples, T, inputs) phase array and converts the
 spikes to a torch tensor every epoch; fastsnn regenerates each batch from
-per-sample noise keys. Prints medians and writes bench/results/stimulus-<device>.json.
+per-sample noise keys. Prints medians and writes OUT/stimulus-anf<N>-cpu.json (``--out``, default runs/bench).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import argparse
 
 import torch
 
-from fastsnn.config import StimulusConfig
-from fastsnn.stimulus import IPDDataset
+from fastsnn.experiment.config import StimulusConfig
+from fastsnn.experiment.stimulus import IPDDataset
 
 from . import seed_baseline
-from .common import alternate, machine, save
+from .common import add_out_option, alternate, machine, save
 
 
 def main(argv=None) -> dict:
@@ -28,6 +28,8 @@ def main(argv=None) -> dict:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--no-seed", action="store_true",
                    help="fastsnn only (the seed's code needs ~3 x 6.5 GB of float64 at 1000 fibres per ear)")
+    seed_baseline.add_option(p)
+    add_out_option(p, "stimulus-anf<N>-cpu.json")
     args = p.parse_args(argv)
 
     config = StimulusConfig(anf_per_ear=args.anf_per_ear)
@@ -39,7 +41,7 @@ def main(argv=None) -> dict:
             batch.x.sum()  # touch the data
 
     candidates = {"fastsnn": fastsnn_pass}
-    if seed_baseline.available() and not args.no_seed:
+    if not args.no_seed and seed_baseline.use(p, args.seed_script, "the seed's timing and speedup"):
         seed = seed_baseline.load(ANF_PER_EAR=args.anf_per_ear)
         ipds, poisson = seed.random_ipd_input_signal(args.samples, tensor=False)
         candidates["seed"] = lambda: seed.spikes_from_fixed_idp_input_signal(ipds, poisson)
@@ -56,7 +58,7 @@ def main(argv=None) -> dict:
         rows.append(f"speedup (seed / fastsnn medians): {payload['speedup']:.1f}x; memory per set: seed "
                     f"{seed_bytes / 2**20:.0f} MiB of frozen noise, fastsnn {held / 2**20:.2f} MiB")
     print("\n".join(rows))
-    save(f"stimulus-anf{args.anf_per_ear}-cpu", payload)
+    save(args.out, f"stimulus-anf{args.anf_per_ear}-cpu", payload)
     return payload
 
 

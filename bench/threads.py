@@ -15,7 +15,7 @@ machine's speed hits all alike.
 
 Goals (issue 23): busy, the default's epoch <= 1.3x a ``--threads 1`` run's under the same load; pair,
 each default run's wall time <= 1.3x a lone ``--threads 1`` run's. Writes ``OUT/threads-<cpu>.{json,md}``
-(default OUT: ``bench/results``).
+(default OUT: ``runs/bench``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import RESULTS, cpu_name, machine, slug, write_results
+from .common import add_out_option, cpu_name, machine, slug, write_results
 
 # name -> (extra train flags, extra environment)
 SETTINGS = {
@@ -84,7 +84,7 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=6, help="epochs per run (at most 10: no early stop)")
-    p.add_argument("--out", type=Path, default=RESULTS, help="folder for threads-<cpu>.{json,md}")
+    add_out_option(p, "threads-<cpu>.{json,md}")
     args = p.parse_args(argv)
     if not 2 <= args.epochs <= 10:
         p.error(f"--epochs must be between 2 and 10, got {args.epochs}")

@@ -2,14 +2,14 @@
 protocols, several seeds each: test accuracy and error (mean +- std over seeds), wall time per run.
 
     python -m bench.variants [--protocols short,seed] [--seeds 0,1,2] [--workers 1] [--threads N]
-                             [--variants a,b] [--dry-run]
+                             [--variants a,b] [--dry-run] [--out DIR]
 
 Protocols: ``seed`` (the seed notebook's: fastsnn's defaults, early stopping on a validation set) and
 ``short`` (the community notebooks' quick start: tau 2 ms hidden, 20 ms readout, lr 0.01, 10 epochs, one
 fixed training set, no validation, mean readout). A variant's flags override the protocol's. Each run is
 a fresh ``python -m fastsnn train`` process into ``runs/variants/<protocol>/<variant>/seed<S>``; its row
-is appended to ``bench/results/variants-<cpu>.csv`` when it finishes, so the same command again skips
-finished runs (a run killed in flight starts over). The markdown table ``variants-<cpu>.md`` is
+is appended to ``OUT/variants-<cpu>.csv`` (``--out``, default runs/bench) when it finishes, so the same
+command again skips finished runs (a run killed in flight starts over). The markdown table ``variants-<cpu>.md`` is
 rewritten from the csv after every run. A variant whose command equals an earlier one's under a
 protocol (mean readout under the short protocol, which already reads the mean) is not run again:
 the table says which row it is.
@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
-from .common import RESULTS, cpu_name
+from .common import add_out_option, cpu_name
 from .common import slug as common_slug
 
 PROTOCOLS = {
@@ -174,6 +174,7 @@ def main(argv=None) -> None:
                    help="torch threads per run (default: cores // workers; on a machine shared with other jobs, 1 "
                         "runs faster: spinning threads wait on each other)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and which are done")
+    add_out_option(p, "variants-<cpu>.{csv,md}")
     args = p.parse_args(argv)
     protocols = args.protocols.split(",")
     variants = args.variants.split(",")
@@ -185,9 +186,9 @@ def main(argv=None) -> None:
     if args.workers < 1:
         p.error(f"--workers must be >= 1, got {args.workers}")
     cpu = cpu_name()
-    csv_path = RESULTS / f"variants-{slug(cpu)}.csv"
+    csv_path = args.out / f"variants-{slug(cpu)}.csv"
     md_path = csv_path.with_suffix(".md")
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     done = {(row["protocol"], row["variant"], int(row["seed"]), row["command"]) for row in read_rows(csv_path)}
     repeats = plan(protocols, variants)
     # seed-major within a protocol: a protocol cut short has covered every variant once

@@ -1,13 +1,13 @@
 """Whole-run wall time: the seed notebook's own script vs ``fastsnn train``, defaults, on this machine.
 
-    python -m bench.whole_run [--seeds 0,1,2] [--reference] [--no-seed-script]
+    python -m bench.whole_run [--seeds 0,1,2] [--reference] [--no-seed-script | --seed-script PATH] [--out DIR]
 
 Each run is a fresh process timed from start to exit (training to early stop, evaluation,
 and for fastsnn also the figures and checkpoint). fastsnn runs land in runs/whole-run/;
-the table goes to bench/results/whole-run-<cpu>.{json,md} (one file per CPU model, so results of
-different machines stay side by side; ``whole-run-cpu`` holds the Intel Xeon's of 2026-11-29), keeping
-the rows of an earlier run of this script on the same CPU that this one did not repeat (the seed
-script takes ~15 minutes).
+the table goes to OUT/whole-run-<cpu>.{json,md} (``--out``, default runs/bench; one file per CPU model, so
+results of different machines stay side by side; bench/results' ``whole-run-cpu`` holds the Intel Xeon's of
+2026-11-29), keeping the rows of an earlier run of this script on the same CPU in OUT that this one did not
+repeat (the seed script takes ~15 minutes).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from . import seed_baseline
-from .common import RESULTS, cpu_name, machine, slug
+from .common import add_out_option, cpu_name, machine, slug
 
 
 def fastsnn_run(seed: int, backend: str, out: Path) -> dict:
@@ -54,8 +54,11 @@ def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--reference", action="store_true", help="also one run on the reference backend (seed 0)")
-    p.add_argument("--no-seed-script", action="store_true")
+    p.add_argument("--no-seed-script", action="store_true", help="leave the seed notebook's own run out")
+    seed_baseline.add_option(p)
+    add_out_option(p, "whole-run-<cpu>.{json,md}")
     args = p.parse_args(argv)
+    with_seed = not args.no_seed_script and seed_baseline.use(p, args.seed_script, "the seed notebook's run")
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         rows.append(fastsnn_run(seed, "auto", Path("runs/whole-run") / f"fastsnn-seed{seed}"))
@@ -63,10 +66,10 @@ def main(argv=None) -> list[dict]:
     if args.reference:
         rows.append(fastsnn_run(0, "reference", Path("runs/whole-run") / "reference-seed0"))
         print(rows[-1], flush=True)
-    if not args.no_seed_script and seed_baseline.available():
+    if with_seed:
         rows.append(seed_run(0))
         print(rows[-1], flush=True)
-    stem = RESULTS / f"whole-run-{slug(cpu_name())}"
+    stem = args.out / f"whole-run-{slug(cpu_name())}"
     path = stem.with_suffix(".json")
     if path.is_file():
         measured = {(r["code"], r["seed"]) for r in rows}
@@ -88,7 +91,7 @@ def main(argv=None) -> list[dict]:
               f"{' '.join(argv if argv is not None else sys.argv[1:])}`.\n\n")
     table = header + "\n".join(lines) + "\n"
     print(table)
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"machine": info, "runs": rows}, indent=2) + "\n")
     stem.with_suffix(".md").write_text(table)
     return rows

@@ -48,3 +48,45 @@ def test_spike_profile_writes_the_pieces(tmp_path):
     assert 0.15 < row["density"] < 0.3 and row["M"] == 102400 and row["N"] == 30
     table = next(tmp_path.glob("spike-profile-*.md")).read_text()
     assert "step / rest" in table and "packing alone takes" in table
+
+
+def test_report_with_peers_writes_only_into_its_out_folder(tmp_path, monkeypatch, capsys):
+    """The default --out (runs/bench) takes every file, the peers' included; the committed bench/results is
+    left alone. Without the seed notebook's script the report says so and claims no chart."""
+    from bench import common, report, seed_baseline
+
+    monkeypatch.setattr(common, "OUT", tmp_path / "out")
+    monkeypatch.setattr(seed_baseline, "SEED_PATH", tmp_path / "missing.py")
+    committed = {path: path.stat().st_mtime_ns for path in common.RESULTS.rglob("*")}
+    report.main(["--workloads", "seed", "--repeats", "2", "--no-memory", "--peers"])
+    assert {path: path.stat().st_mtime_ns for path in common.RESULTS.rglob("*")} == committed
+    written = sorted(path.suffix for path in (tmp_path / "out").iterdir())
+    assert written == [".json"] * 3 + [".md"] * 3  # the report, bench.peers, bench.peer_step; no chart
+    out, err = capsys.readouterr()
+    assert f"no seed notebook script at {tmp_path / 'missing.py'}: the seed's columns" in err
+    assert "--seed-script PATH or set FASTSNN_SEED" in err
+    stem = next(line for line in out.splitlines() if line.startswith("wrote ") and "cpu-" in line)
+    assert stem.endswith(".{json,md}"), stem
+
+
+def test_a_seed_script_that_is_not_there_is_an_error(tmp_path, capsys):
+    from bench import whole_run
+
+    with pytest.raises(SystemExit):
+        whole_run.main(["--seeds", "0", "--seed-script", str(tmp_path / "nope.py"), "--out", str(tmp_path)])
+    assert f"--seed-script {tmp_path / 'nope.py'}: no such file" in capsys.readouterr().err
+
+
+SCRIPTS = ["ab_step", "delays", "docs_figures", "family", "gpu_check", "peer_step", "peers", "report",
+           "spike_crossover", "spike_profile", "stimulus", "threads", "variants", "whole_run"]
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_script_imports_and_explains_itself(name, capsys):
+    """bench/README.md lists these; each imports against the current package layout and answers --help."""
+    import importlib
+
+    module = importlib.import_module(f"bench.{name}")
+    with pytest.raises(SystemExit) as exit_:
+        module.main(["--help"])
+    assert exit_.value.code == 0 and "usage:" in capsys.readouterr().out

@@ -75,3 +75,28 @@ def test_evaluate_missing_checkpoint(tmp_path, capsys):
 def test_module_entry_point():
     out = subprocess.run([sys.executable, "-m", "fastsnn", "train", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--anf-per-ear" in out.stdout and "--dales-law" in out.stdout
+
+
+def test_evaluate_says_what_it_wrote_where(tiny_run, tmp_path, capsys):
+    assert main(["evaluate", str(tiny_run / "checkpoint.pt"), "--seed", "6", "--out", str(tmp_path)]) == 0
+    names = ["evaluate-seed6.json", "ipd_hist_eval-seed6.png", "confusion_eval-seed6.png"]
+    assert f"wrote {', '.join(names)} in {tmp_path}" in capsys.readouterr().err
+    assert all((tmp_path / name).is_file() for name in names)
+
+
+def test_a_runs_loss_figure_is_titled_with_its_identity(tiny_run):
+    from fastsnn.experiment.run import run_title
+
+    config = RunConfig.from_dict(json.loads((tiny_run / "config.json").read_text()))
+    title = run_title(tiny_run, config)
+    assert title.startswith(f"{tiny_run.name}: seed 3, anf_per_ear=10, hidden=5, epochs=2, batch_size=16"), title
+    assert "threads" not in title and "seed=" not in title
+    assert run_title(tiny_run, RunConfig()) == f"{tiny_run.name}: seed 0, the seed network's defaults"
+
+
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_help_shows_the_defaults(command):
+    out = subprocess.run([sys.executable, "-m", "fastsnn", command, "--help"], capture_output=True, text=True).stdout
+    flat = " ".join(out.split())
+    assert "maximum epochs (early stopping may end sooner) (default: 150)" in flat
+    assert "Adam learning rate (default: 0.005)" in flat and "(default: None)" not in flat

@@ -108,6 +108,17 @@ def test_fit_resumed_from_any_saved_epoch_ends_as_uninterrupted():
             assert torch.equal(a, b), (epoch, name)
 
 
+def test_the_progress_bar_says_training_stopped_early(capsys):
+    setup = dict(train_samples=16, batch_size=16, lr=0.02, epochs=40, min_epochs=2, patience=3)
+    model, (train, valid, _), cfg = small_problem(**setup)
+    result = fit(model, train, valid, cfg, generator(0, "train"), progress=True)
+    assert result.stopped_early and result.epochs_run < 40
+    last = capsys.readouterr().err.split("\r")[-1]
+    assert f"{result.epochs_run}/40" in last
+    assert (f"stopped early after {result.epochs_run} of 40 epochs, best epoch {result.best_epoch} "
+            "(from 0; its weights kept)") in last, last
+
+
 def test_nan_loss_is_a_clear_error():
     model, (train, valid, _), cfg = small_problem(epochs=2)
     with torch.no_grad():

@@ -14,6 +14,16 @@ from .config import (BACKENDS, DEVICES, NEURONS, PHASE_OFFSETS, READOUTS, RESETS
                      RunConfig, StimulusConfig, TrainConfig)
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` that gives each flag's default, except where there is none to give (None, a switch that is
+    off) or its text already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or action.default == [] or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _range(text: str) -> tuple[float, float]:
     """``"a,b"`` -> (a, b), for the --*-ms-range flags."""
     parts = text.split(",")
@@ -85,7 +95,7 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, default=t.epochs, help="maximum epochs (early stopping may end sooner)")
     g.add_argument("--lr", type=float, default=t.lr, help="Adam learning rate")
-    g.add_argument("--batch-size", type=int, default=t.batch_size)
+    g.add_argument("--batch-size", type=int, default=t.batch_size, help="samples per batch")
     g.add_argument("--train-batches", type=int, default=t.train_samples // t.batch_size,
                    help="training set size in batches (validation set: the same)")
     g.add_argument("--test-batches", type=int, default=t.test_samples // t.batch_size, help="test set size in batches")
@@ -100,7 +110,7 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rate-weight", type=float, default=t.rate_weight,
                    help="firing-rate regulariser: weight of mean_n max(0, rate_n - target)^2 (Hz^-2; 0: off)")
     g.add_argument("--seed", type=int, default=t.seed, help="seed of every random stream of the run")
-    g.add_argument("--device", choices=DEVICES, default=t.device)
+    g.add_argument("--device", choices=DEVICES, default=t.device, help="auto: cuda when there is a GPU, else cpu")
     g.add_argument("--threads", type=_threads, default=None,
                    help="CPU threads: a number, or auto (the default): up to torch's count, fewer while other "
                         "processes keep cores busy (fastsnn/cpu/threads.py); results are the same either way")
@@ -155,20 +165,24 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastsnn", description="Fast spiking neural network training.")
     p.add_argument("--version", action="version", version=f"fastsnn {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train the sound-localisation network (the seed experiment by default)")
+    train = sub.add_parser("train", help="train the sound-localisation network (the seed experiment by default)",
+                           formatter_class=_Help)
     _train_flags(train)
     g = train.add_argument_group("run folder")
     g.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     g.add_argument("--resume", metavar="RUN", default=None,
                    help="continue the killed run in folder RUN from its last finished epoch, with its own flags")
-    ev = sub.add_parser("evaluate", help="re-evaluate a checkpoint on a fresh test set")
+    ev = sub.add_parser("evaluate", help="re-evaluate a checkpoint on a fresh test set", formatter_class=_Help,
+                        description="Evaluate a run's checkpoint on the test set of --seed and write "
+                                    "evaluate-seed<SEED>.json and its figures into --out (default: the "
+                                    "checkpoint's run folder); the metrics are also printed as JSON.")
     ev.add_argument("checkpoint", help="a run's checkpoint.pt")
     ev.add_argument("--seed", type=int, default=1,
                     help="seed of the test set: the run's own --seed redraws its test set, any other a fresh one")
-    ev.add_argument("--device", choices=DEVICES, default="auto")
+    ev.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda when there is a GPU, else cpu")
     ev.add_argument("--backend", choices=BACKENDS, default=None, help="override the checkpoint's backend")
     ev.add_argument("--out", default=None, help="folder for the results (default: the checkpoint's folder)")
-    sw = sub.add_parser("sweep", conflict_handler="resolve",
+    sw = sub.add_parser("sweep", conflict_handler="resolve", formatter_class=_Help,
                         help="train and evaluate one model per (grid point, seed); resumable",
                         description="Train and evaluate one model per point of the grid's cartesian product and "
                                     "per seed, as `fastsnn train` would, one row each in DIR/results.csv; "
@@ -232,6 +246,11 @@ def _sweep(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _stopped(metrics: dict) -> str:
+    """" (stopped early, best epoch 57)" for a run that early stopping ended, else ""."""
+    return f" (stopped early, best epoch {metrics['best_epoch']})" if metrics.get("stopped_early") else ""
+
+
 def _train(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -257,7 +276,7 @@ def _train(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         p.error(str(err))
     print(f"test accuracy {100 * metrics['test_accuracy']:.1f}%, error {metrics['test_abs_error_deg']:.1f} deg; "
           f"train accuracy {100 * metrics['train_accuracy']:.1f}%, error {metrics['train_abs_error_deg']:.1f} deg; "
-          f"{metrics['epochs']} epochs in {metrics['wall_seconds']:.1f} s on {metrics['device']} "
+          f"{metrics['epochs']} epochs{_stopped(metrics)} in {metrics['wall_seconds']:.1f} s on {metrics['device']} "
           f"({metrics['backend']}); results in {out}")
     return 0
 
@@ -277,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as err:
             p.error(str(err))
     else:
-        from .run import evaluate_checkpoint
+        from .run import evaluate_checkpoint, evaluation_files
 
         try:
             metrics = evaluate_checkpoint(args.checkpoint, args.seed, args.out, args.device, args.backend)
@@ -285,4 +304,6 @@ def main(argv: list[str] | None = None) -> int:
             p.error(str(err))
         json.dump(metrics, sys.stdout, indent=2)
         print()
+        written = evaluation_files(args.checkpoint, args.seed, args.out)
+        print(f"wrote {', '.join(path.name for path in written)} in {written[0].parent}", file=sys.stderr)
     return 0

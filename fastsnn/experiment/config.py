@@ -245,6 +245,12 @@ class RunConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def changes(self) -> dict:
+        """The fields that differ from the seed's defaults, {name: value} (the sections flattened)."""
+        defaults = RunConfig().to_dict()
+        return {key: value for part, section in self.to_dict().items() for key, value in section.items()
+                if value != defaults[part][key]}
+
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":
         parts = {"stimulus": StimulusConfig, "model": ModelConfig, "train": TrainConfig}

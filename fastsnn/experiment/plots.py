@@ -37,7 +37,8 @@ def input_rasters(config: StimulusConfig, path: Path, generator: torch.Generator
     fig.savefig(path)
 
 
-def loss_curves(history: list[dict], path: Path) -> None:
+def loss_curves(history: list[dict], path: Path, title: str) -> None:
+    """Training and validation loss per epoch, the best validation epoch marked; ``title`` names the run."""
     epochs = [h["epoch"] for h in history]
     fig = Figure(figsize=(6, 4), dpi=100)
     ax = fig.subplots()
@@ -49,19 +50,22 @@ def loss_curves(history: list[dict], path: Path) -> None:
         ax.axvline(best["epoch"], color="gray", ls=":", label=f"best validation (epoch {best['epoch']})")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (NLL)")
+    ax.set_title(title, fontsize=9, wrap=True)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)
 
 
 def ipd_histogram(result: Evaluation, num_classes: int, path: Path, label: str) -> None:
-    """Histograms of the true IPDs and of the estimated ones (class midpoints), in degrees."""
+    """Histograms of the true IPDs and of the estimated ones (class midpoints), in degrees: one bin per
+    class, the two counts side by side in the colours of the legend."""
     fig = Figure(figsize=(6, 4), dpi=100)
     ax = fig.subplots()
     bins = torch.linspace(-90, 90, num_classes + 1).tolist()
-    ax.hist(torch.rad2deg(result.ipd_true).numpy(), bins=bins, alpha=0.6, label="true")
-    ax.hist(torch.rad2deg(result.ipd_est).numpy(), bins=bins, alpha=0.6, label="estimated")
-    ax.set_xlabel("IPD (deg)")
+    ax.hist([torch.rad2deg(result.ipd_true).numpy(), torch.rad2deg(result.ipd_est).numpy()], bins=bins,
+            color=["tab:blue", "tab:orange"], label=["true", "estimated"])
+    ax.set_xticks(bins, [f"{edge:g}" for edge in bins], fontsize=8)
+    ax.set_xlabel("IPD (deg), one bin per class")
     ax.set_ylabel("samples")
     ax.set_title(f"{label}: accuracy {100 * result.accuracy:.1f}%, error {result.abs_error_deg:.1f} deg")
     ax.legend()
@@ -70,14 +74,20 @@ def ipd_histogram(result: Evaluation, num_classes: int, path: Path, label: str) 
 
 
 def confusion_matrix(result: Evaluation, path: Path, label: str) -> None:
-    """Confusion matrix normalised per true class, true IPD on x, estimated on y."""
-    fig = Figure(figsize=(5, 4.4), dpi=100)
+    """Confusion matrix normalised per true class, true class on x, estimated on y; both axes tick each
+    class at its IPD bin's midpoint (deg)."""
+    num_classes = result.confusion.shape[0]
+    fig = Figure(figsize=(5.4, 4.8), dpi=100)
     ax = fig.subplots()
-    image = ax.imshow(result.confusion.T.numpy(), origin="lower", extent=(-90, 90, -90, 90), vmin=0, vmax=1,
-                      cmap="viridis", interpolation="nearest")
+    image = ax.imshow(result.confusion.T.numpy(), origin="lower", vmin=0, vmax=1, cmap="viridis",
+                      interpolation="nearest")
     fig.colorbar(image, ax=ax, label="fraction of the true class")
-    ax.set_xlabel("true IPD (deg)")
-    ax.set_ylabel("estimated IPD (deg)")
+    classes = range(num_classes)
+    names = [f"{(k + 0.5) * 180 / num_classes - 90:g}" for k in classes]
+    ax.set_xticks(classes, names, rotation=90, fontsize=8)
+    ax.set_yticks(classes, names, fontsize=8)
+    ax.set_xlabel("true IPD class (bin midpoint, deg)")
+    ax.set_ylabel("estimated IPD class (bin midpoint, deg)")
     ax.set_title(f"{label} confusion matrix")
     fig.tight_layout()
     fig.savefig(path)

@@ -232,9 +232,23 @@ def _write_history(path: Path, history: list[dict]) -> None:
         writer.writerows(history)
 
 
+def _figure_names(label: str) -> tuple[str, str]:
+    """The files of an evaluation's figures: its IPD histograms and its confusion matrix."""
+    return f"ipd_hist_{label}.png", f"confusion_{label}.png"
+
+
 def _figures(out: Path, label: str, result: Evaluation, num_classes: int) -> None:
-    _save(out, f"ipd_hist_{label}.png", lambda path: plots.ipd_histogram(result, num_classes, path, label))
-    _save(out, f"confusion_{label}.png", lambda path: plots.confusion_matrix(result, path, label))
+    hist, confusion = _figure_names(label)
+    _save(out, hist, lambda path: plots.ipd_histogram(result, num_classes, path, label))
+    _save(out, confusion, lambda path: plots.confusion_matrix(result, path, label))
+
+
+def run_title(out: Path, config: RunConfig) -> str:
+    """A run's identity for its figures: "hidden64: seed 0, hidden=64, lr=0.01" (the settings away from the
+    seed network's defaults, the CPU thread count aside: it does not change the results)."""
+    changed = {key: value for key, value in config.changes().items() if key not in ("seed", "threads")}
+    settings = ", ".join(f"{key}={value}" for key, value in changed.items()) or "the seed network's defaults"
+    return f"{out.name}: seed {config.train.seed}, {settings}"
 
 
 def _kernels_cached(backend: str, delays: bool = False) -> bool:
@@ -307,7 +321,7 @@ def train_run(config: RunConfig, out: Path | None = None, progress: bool = True,
         _save(out, "checkpoint.pt", lambda path: torch.save(checkpoint, path))
         _save(out, "history.csv", lambda path: _write_history(path, result.history))
         _save(out, "inputs.png", lambda path: plots.input_rasters(config.stimulus, path, generator(tc.seed, "figures")))
-        _save(out, "loss.png", lambda path: plots.loss_curves(result.history, path))
+        _save(out, "loss.png", lambda path: plots.loss_curves(result.history, path, run_title(out, config)))
         _figures(out, "train", on_train, config.stimulus.num_classes)
         _figures(out, "test", on_test, config.stimulus.num_classes)
         metrics["wall_seconds"] = elapsed()
@@ -351,6 +365,13 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu", backend: str
     return config, model
 
 
+def evaluation_files(checkpoint: Path, seed: int, out: Path | None = None) -> list[Path]:
+    """What :func:`evaluate_checkpoint` writes: ``evaluate-seed{seed}.json`` and its two figures, in ``out``
+    (default: the checkpoint's folder, the run's)."""
+    out = Path(out) if out is not None else Path(checkpoint).parent
+    return [out / f"evaluate-seed{seed}.json", *(out / name for name in _figure_names(f"eval-seed{seed}"))]
+
+
 def evaluate_checkpoint(path: Path, seed: int, out: Path | None = None, device: str = "auto",
                         backend: str | None = None) -> dict:
     """Evaluate a checkpoint on the test set of ``seed``: the run's own test set when ``seed`` is its
@@ -366,8 +387,8 @@ def evaluate_checkpoint(path: Path, seed: int, out: Path | None = None, device: 
     with using_threads(tc.threads if tc.threads is not None else "auto"):
         result = evaluate(model, test_set, tc.batch_size, generator(seed, "eval_test"))
     metrics = {**result.summary("test"), "checkpoint": str(path), "seed": seed, "samples": tc.test_samples}
-    out = Path(out) if out is not None else path.parent
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / f"evaluate-seed{seed}.json", json.dumps(metrics, indent=2) + "\n")
-    _figures(out, f"eval-seed{seed}", result, config.stimulus.num_classes)
+    json_path = evaluation_files(path, seed, out)[0]
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(json_path, json.dumps(metrics, indent=2) + "\n")
+    _figures(json_path.parent, f"eval-seed{seed}", result, config.stimulus.num_classes)
     return metrics

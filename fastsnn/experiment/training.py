@@ -47,6 +47,14 @@ class FitResult:
         return len(self.history)
 
 
+def stop_note(result: FitResult, cfg: TrainConfig) -> str:
+    """What ended training early, for the progress bar and the final line: "stopped early after 68 of 150
+    epochs, best epoch 57" (epochs numbered from 0, as in history.csv and metrics.json)."""
+    kept = "its weights kept" if cfg.restore_best else "the final weights kept"
+    return (f"stopped early after {result.epochs_run} of {cfg.epochs} epochs, best epoch {result.best_epoch} "
+            f"(from 0; {kept})")
+
+
 def batch_loss(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, loss_scale: float,
                generator: torch.Generator | None = None, rate_target_hz: float = 0.0,
                rate_weight: float = 0.0) -> torch.Tensor:
@@ -109,9 +117,8 @@ def fit(model: torch.nn.Module, train_set: IPDDataset, valid_set: IPDDataset | N
         generator.set_state(state["generator"])
         result = FitResult(**state["result"])
     first = cfg.epochs if result.stopped_early else result.epochs_run
-    bar = tqdm(range(first, cfg.epochs), initial=first, total=cfg.epochs, desc="train", unit="epoch",
-               disable=not progress)
-    for epoch in bar:
+    bar = tqdm(initial=first, total=cfg.epochs, desc="train", unit="epoch", disable=not progress)
+    for epoch in range(first, cfg.epochs):
         start = time.perf_counter()
         if hasattr(model, "start_epoch"):
             model.start_epoch(epoch, cfg)
@@ -141,7 +148,9 @@ def fit(model: torch.nn.Module, train_set: IPDDataset, valid_set: IPDDataset | N
         if on_epoch is not None:
             on_epoch({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                       "generator": generator.get_state(), "result": vars(result)})
+        bar.update()
         if result.stopped_early:
+            bar.set_postfix_str(f"{bar.postfix}, {stop_note(result, cfg)}")
             break
     bar.close()
     if result.best_state is not None:

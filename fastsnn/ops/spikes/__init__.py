@@ -13,7 +13,7 @@ spikes).
 Bits: eight consecutive rows share a byte per column (``bits[g, k]`` bit j is ``x[8g + j, k]``),
 1/32 of x's float32 bytes. ``pack_spikes`` / ``unpack_spikes``, ``spike_project`` and
 ``spike_weight_grad`` are custom ops so that ``torch.compile`` traces them; eagerly their
-implementations are called directly, as in :mod:`fastsnn.ops.lif`.
+implementations are called directly, as in :mod:`fastsnn.ops.neurons`.
 """
 
 from __future__ import annotations
