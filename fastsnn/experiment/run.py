@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from fastsnn import __version__
-from fastsnn.cpu.cache import module_cached
+from fastsnn.cpu.cache import module_cached, persistent
 from fastsnn.cpu.threads import auto_threads, using_threads
 from fastsnn.ops import cpu_kernels_cached, resolve_backend
 
@@ -289,7 +289,8 @@ def train_run(config: RunConfig, out: Path | None = None, progress: bool = True,
                                           else None for which in ("train", "valid", "test"))
         backend = resolve_backend(config.model.backend, device)
         if progress and device.type == "cpu" and not _kernels_cached(backend, config.model.max_delay > 0):
-            print("compiling CPU kernels (first run only, ~30 s)", file=sys.stderr, flush=True)
+            print(f"compiling CPU kernels ({'first run only' if persistent() else 'no kernel cache: every run'}, ~30 s)",
+                  file=sys.stderr, flush=True)
         result = fit(model, train_set, valid_set, tc, generator(tc.seed, "train"), progress=progress, state=state,
                      on_epoch=lambda s: _save_epoch(out, {**s, "config": config.to_dict(), "seconds": elapsed()}))
         train_seconds = elapsed()
