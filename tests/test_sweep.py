@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -273,6 +274,90 @@ def test_ray_executor_matches_local(local_sweep, ray_cluster, tmp_path):
     assert set(rows) == NAMES
     assert_same_results(rows, rows_by_name(local_sweep))
     assert all((out / "runs" / row["id"] / "checkpoint.pt").is_file() for row in rows.values())
+
+
+# Prints the local addresses (hex, as /proc/net/tcp* lists them) of every listening socket of this process and
+# its descendants, once the local Ray cluster that the sweep's ray executor starts is up.
+RAY_LISTENING = """import os, re, sys, tempfile
+from fastsnn.experiment.sweep import _import_ray, _on_ray
+
+def tree(root):
+    children = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            children.setdefault(int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1]), []).append(int(pid))
+        except OSError:
+            pass
+    out, todo = set(), [root]
+    while todo:
+        out.add(todo[-1]); todo += children.get(todo.pop(), [])
+    return out
+
+def listening():
+    inodes = set()
+    for pid in tree(os.getpid()):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                inodes |= set(re.findall(r"socket:\\[(\\d+)\\]", os.readlink(f"/proc/{pid}/fd/{fd}")))
+            except OSError:
+                pass
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in open(table).read().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:
+                print(fields[1].split(":")[0])
+
+ray = _import_ray(local=True)
+init = ray.init
+ray.init = lambda *args, **kwargs: (init(*args, **kwargs), listening())[0]
+with tempfile.TemporaryDirectory() as runs:
+    list(_on_ray(ray, [], runs, None, 1))
+"""
+LOOPBACK = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").is_file(), reason="reads Linux's socket tables")
+def test_the_local_ray_cluster_listens_on_loopback_only():
+    """Ray binds the servers of a cluster it starts (GCS, raylet, workers) to every interface: anyone on the
+    network could submit tasks to it."""
+    pytest.importorskip("ray")
+    done = subprocess.run([sys.executable, "-c", RAY_LISTENING], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    hosts = set(done.stdout.split())
+    assert len(hosts) >= 1 and hosts <= LOOPBACK, done.stdout
+
+
+def test_an_unreachable_ray_address_fails_at_once(tmp_path):
+    """Ray retried a cluster address where nothing listens for more than ten minutes."""
+    pytest.importorskip("ray")
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    done = subprocess.run([sys.executable, "-m", "fastsnn", *sweep_args(tmp_path / "sweep", "--executor", "ray",
+                                                                        "--address", f"127.0.0.1:{port}")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == (f"fastsnn: error: --address 127.0.0.1:{port}: no Ray cluster reachable "
+                                            "there (Connection refused)"), done.stderr
+
+
+def test_a_ray_address_that_never_answers_times_out(monkeypatch):
+    from fastsnn.experiment.sweep import CONNECT_TIMEOUT_S, _check_reachable
+
+    def silent(address, timeout):
+        assert address == ("10.0.0.5", 6379) and timeout == CONNECT_TIMEOUT_S
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(socket, "create_connection", silent)
+    with pytest.raises(ConnectionError, match=r"^--address ray://10.0.0.5:6379: no Ray cluster reachable there "
+                                              r"\(no answer in 10 s\)$"):
+        _check_reachable("ray://10.0.0.5:6379")
+    with pytest.raises(ValueError, match="expected HOST:PORT"):
+        _check_reachable("10.0.0.5")
 
 
 @pytest.mark.parametrize("flags,message", [

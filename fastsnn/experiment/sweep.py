@@ -18,9 +18,10 @@ rows already there, a grown grid runs only its new points, and a failed row is r
 
 Executors: ``local`` runs in this process (``workers=1``) or in ``workers`` fresh spawned processes with
 ``cores // workers`` torch threads each, which exit when the driver dies; ``ray`` runs one Ray task per
-point (one GPU per task when the cluster has GPUs) on an existing cluster or a local one. On a multi-node
-cluster every node needs fastsnn installed and ``DIR`` on a file system they all see: the workers write
-the run folders, the driver writes ``results.csv``.
+point (one GPU per task when the cluster has GPUs) on an existing cluster or a local one, which listens on
+127.0.0.1 only (Ray's default binds every interface); an ``address`` where nothing answers fails in
+:data:`CONNECT_TIMEOUT_S` seconds. On a multi-node cluster every node needs fastsnn installed and ``DIR``
+on a file system they all see: the workers write the run folders, the driver writes ``results.csv``.
 """
 
 from __future__ import annotations
@@ -343,7 +344,17 @@ def _in_processes(points: list[Point], runs_dir: str, workers: int) -> Iterator[
             proc.terminate()
 
 
-def _import_ray():
+# Ray binds a cluster it starts to every network interface, unless clusters are off (its default on macOS and
+# Windows): then the node's address is 127.0.0.1 and every server of it listens there only. Ray reads the
+# switch when it is imported.
+_RAY_LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+CONNECT_TIMEOUT_S = 10.0
+
+
+def _import_ray(local: bool):
+    """``ray``; ``local``: a cluster it starts listens on 127.0.0.1 only (unless ray was imported before)."""
+    if local:
+        os.environ.setdefault(_RAY_LOCAL_ONLY, "0")
     try:
         import ray
     except ImportError:
@@ -351,10 +362,27 @@ def _import_ray():
     return ray
 
 
+def _check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail in ``timeout`` seconds when nothing accepts a connection at ``address`` ("HOST:PORT" or
+    "ray://HOST:PORT"; "auto" and "local" are Ray's own words): Ray itself retries for ever."""
+    if address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"--address {address!r}: expected HOST:PORT (e.g. 10.0.0.5:6379) or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        reason = f"no answer in {timeout:g} s" if isinstance(err, TimeoutError) else err.strerror or str(err)
+        raise ConnectionError(f"--address {address}: no Ray cluster reachable there ({reason})") from None
+
+
 def _on_ray(ray, points: list[Point], runs_dir: str, address: str | None, workers: int | None) -> Iterator[dict]:
     """One Ray task per point (``threads`` CPUs, or 1; one GPU when the cluster has any and the point
     may use it); the rows come back to this driver as the tasks finish."""
     started = not ray.is_initialized()
+    if started and address is not None:
+        _check_reachable(address)
     if started:
         # Without a working_dir, Ray puts the driver's working directory first on the workers' sys.path,
         # where a folder holding a clone (`fastsnn/` without __init__.py) shadows the installed fastsnn
@@ -436,7 +464,7 @@ def sweep(base: RunConfig, grid: dict[str, list], seeds: Sequence[int], out: Pat
         raise ValueError("--address is for --executor ray")
     if address is not None and workers is not None:
         raise ValueError("--workers sets the CPUs of a local Ray; a cluster at --address has its own")
-    ray = _import_ray() if executor == "ray" else None
+    ray = _import_ray(local=address is None) if executor == "ray" else None
     points = expand(base, grid, seeds)  # a bad grid fails before anything is written
     if executor == "local" and (workers or 1) > 1 and any(resolve_device(p.config.train.device).type == "cuda"
                                                            for p in points):
