@@ -445,26 +445,93 @@ def test_results_of_an_earlier_version_read_and_keep_their_ids(tmp_path):
     import json as _json
     from dataclasses import replace
 
-    from fastsnn import sweep
+    from fastsnn.experiment.sweep import _FIRST_FIELDS, FIELDS, _flat, point_id
 
     config = RunConfig()
     config = replace(config, model=replace(config.model, tau_ms=2.0))
-    first = {section: {k: v for k, v in values.items() if k in sweep._FIRST_FIELDS}
+    first = {section: {k: v for k, v in values.items() if k in _FIRST_FIELDS}
              for section, values in config.to_dict().items()}
+    first["train"]["loss_scale"] = 0.01  # the first format's default, None (the readout's own) since
     old_id = hashlib.sha1(_json.dumps(first, sort_keys=True).encode()).hexdigest()[:12]
-    assert sweep.point_id(config) == old_id
+    assert point_id(config) == old_id
     newer = replace(config, model=replace(config.model, neuron="alif"))
-    assert sweep.point_id(newer) != old_id
-    columns = ["id", "name", *(k for k in sweep.FIELDS if k in sweep._FIRST_FIELDS), "test_accuracy", "status"]
-    row = {"id": old_id, "name": "tau_ms=2.0,seed=0", **sweep._flat(first), "test_accuracy": "0.5", "status": "ok"}
+    assert point_id(newer) != old_id
+    columns = ["id", "name", *(k for k in FIELDS if k in _FIRST_FIELDS), "test_accuracy", "status"]
+    row = {"id": old_id, "name": "tau_ms=2.0,seed=0", **_flat(first), "test_accuracy": "0.5", "status": "ok"}
     path = tmp_path / "results.csv"
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, columns, lineterminator="\n")
         writer.writeheader()
         writer.writerow(row)
-    (read,) = sweep.read_results(path)
+    (read,) = read_results(path)
     assert read["id"] == old_id and read["tau_ms"] == "2.0" and read["test_accuracy"] == "0.5"
     assert read["neuron"] == "lif" and read["cpu_model"] == ""
     path.write_text("id,name,something_else\n1,2,3\n")
     with pytest.raises(ValueError, match="has other columns"):
-        sweep.read_results(path)
+        read_results(path)
+
+
+README_SWEEP = ["sweep", "--grid", "anf-per-ear=25,50,100,200", "--grid", "hidden=8,16,30,64,128", "--seeds", "2",
+                "--epochs", "20", "--workers", "2"]
+
+
+@pytest.mark.parametrize("sweep_json", ["kept", "deleted"])
+def test_a_sweep_of_an_earlier_version_resumes_without_rerunning(sweep_json, tmp_path, capsys):
+    """The README's sweep command on (a copy of) its committed sweep, made before the loss_scale default
+    became None (the readout's own, 0.01 for the sum): refused with sweep.json, all 40 runs re-planned
+    without it. Now every run counts as done, and the command only reports."""
+    out = tmp_path / "sweep-anf-hidden"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "bench" / "results" / "sweep-anf-hidden", out)
+    if sweep_json == "deleted":
+        (out / "sweep.json").unlink()
+    assert main([*README_SWEEP, "--out", str(out), "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "20 points x 2 seeds = 40 runs: 40 done, 0 to run"
+    assert main([*README_SWEEP, "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"0 runs done, 0 failed; results in {out}/results.csv") and "| 200 | 128 | 2 |" in printed
+    assert not (out / "runs").exists()
+
+
+def test_every_train_flag_is_a_grid_key_in_its_own_units(tmp_path, capsys):
+    """--grid train-batches=... was refused ("unknown key"), though --train-batches is a train flag."""
+    from fastsnn.experiment.cli import config_from_args, parser
+    from fastsnn.experiment.sweep import expand, parse_grid
+
+    base = ["--batch-size", "8", "--train-batches", "3", "--test-batches", "3"]
+    for grid, flags in [("train-batches=2", ["--train-batches", "2"]), ("test-batches=2", ["--test-batches", "2"]),
+                        ("keep-final=true", ["--keep-final"]), ("no-validation=true", ["--no-validation"]),
+                        ("keep-final=false", []), ("no-validation=false", [])]:
+        (point,) = expand(config_from_args(parser().parse_args(["train", *base])), parse_grid([grid]), [0])
+        assert point.config == config_from_args(parser().parse_args(["train", *base, *flags])), grid
+    with pytest.raises(ValueError, match="--grid train_batches sets train_samples: give one of"):
+        parse_grid(["train-batches=1,2", "train-samples=8"])
+    with pytest.raises(ValueError, match="grid point train_batches=0,seed=0: --train-batches must be >= 1, got 0"):
+        expand(RunConfig(), parse_grid(["train-batches=0"]), [0])
+    out = tmp_path / "sweep"
+    assert main(sweep_args(out, grid=["--grid", "train-batches=1,2", "--grid", "hidden=3"], seeds=1)) == 0
+    rows = rows_by_name(out)
+    assert {name: (row["train_samples"], row["valid_samples"]) for name, row in rows.items()} == {
+        "train_batches=1,hidden=3,seed=0": ("8", "8"), "train_batches=2,hidden=3,seed=0": ("16", "16")}
+    assert (out / "accuracy_vs_train_samples.png").is_file()  # valid_samples follows: one axis, not a heatmap
+    assert not list(out.glob("heatmap_*.png"))
+
+
+def test_a_finished_row_counts_by_its_configuration_not_its_stored_id(tmp_path):
+    """A row whose id was hashed another way (here made up; in a sweep made while loss_scale defaulted to
+    None, its null) still counts as done: its id is taken again from its config columns."""
+    from fastsnn.experiment.sweep import expand, plan
+
+    _results_file(tmp_path / "results.csv", [({"hidden": 8, "seed": 0}, 0.5, "ok"), ({"hidden": 16}, 0.5, "failed")])
+    points = expand(RunConfig(), {"hidden": [8, 16]}, [0])
+    assert plan(RunConfig(), {"hidden": [8, 16]}, [0], tmp_path).done == {points[0].id}
+
+
+@pytest.mark.parametrize("content", ["[]", '{"base": 3}', '{"base": {"model": {"hidden": "many"}}}', "{not json"])
+def test_a_sweep_file_of_the_wrong_shape_is_one_line(content, tmp_path, capsys):
+    (tmp_path / "sweep.json").write_text(content)
+    with pytest.raises(SystemExit) as exit_:
+        main(sweep_args(tmp_path, "--dry-run"))
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith(f"fastsnn: error: {tmp_path / 'sweep.json'} is not a fastsnn sweep file (") and err.endswith(
+        "it only records the last sweep's flags: delete it to sweep into this folder again"), err

@@ -178,7 +178,8 @@ def parser() -> argparse.ArgumentParser:
     g = sw.add_argument_group("sweep")
     g.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
                    help="a config field and its values (repeatable), e.g. --grid hidden=8,16 "
-                        "--grid dales_law=true,false")
+                        "--grid dales_law=true,false; also the train flags train-batches, test-batches (in "
+                        "batches), keep-final and no-validation")
     g.add_argument("--seed", type=int, default=TrainConfig().seed, help="the first seed")
     g.add_argument("--seeds", type=int, default=1, help="seeds per point: --seed, --seed + 1, ...")
     g.add_argument("--out", required=True, metavar="DIR", help="sweep folder: results.csv, runs/<id>/, figures")

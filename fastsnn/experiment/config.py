@@ -242,6 +242,11 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    @property
+    def loss_scale(self) -> float:
+        """The loss scale the run applies: ``train.loss_scale``, or where None its readout's :data:`LOSS_SCALES`."""
+        return self.train.loss_scale if self.train.loss_scale is not None else LOSS_SCALES[self.model.readout]
+
     def to_dict(self) -> dict:
         return asdict(self)
 
