@@ -216,7 +216,7 @@ def _sweep(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                   f"{len(planned.done)} done, {len(planned.todo)} to run")
             return 0
         rows = sweep(base, grid, seeds, args.out, args.executor, args.workers, args.address, progress=not args.quiet)
-    except (ValueError, ImportError, ConnectionError) as err:  # ConnectionError: no Ray cluster at --address
+    except (ValueError, ImportError, OSError) as err:  # OSError: a full disk; ConnectionError: no Ray cluster
         p.error(str(err))
     except KeyboardInterrupt:
         print(f"interrupted; run the same command again to resume (finished runs are in {args.out}/results.csv)",
@@ -238,6 +238,7 @@ def _train(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     from .run import check_run, load_run_config, new_run_dir, train_run
 
+    out = None
     try:
         if args.resume is not None:
             defaults = vars(p.parse_args(["train"]))
@@ -254,8 +255,12 @@ def _train(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             out = Path(args.out) if args.out else new_run_dir()
         metrics = train_run(config, out, progress=not args.quiet, overwrite=args.overwrite,
                             resume=args.resume is not None)
-    except (ValueError, FloatingPointError) as err:
+    except (ValueError, FloatingPointError, OSError) as err:
         p.error(str(err))
+    except KeyboardInterrupt:
+        print("\ninterrupted" + (f"; `fastsnn train --resume {out}` continues from the last finished epoch"
+                                  if out is not None else ""), file=sys.stderr)
+        return 130
     print(f"test accuracy {100 * metrics['test_accuracy']:.1f}%, error {metrics['test_abs_error_deg']:.1f} deg; "
           f"train accuracy {100 * metrics['train_accuracy']:.1f}%, error {metrics['train_abs_error_deg']:.1f} deg; "
           f"{metrics['epochs']} epochs in {metrics['wall_seconds']:.1f} s on {metrics['device']} "
@@ -282,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             metrics = evaluate_checkpoint(args.checkpoint, args.seed, args.out, args.device, args.backend)
-        except (FileNotFoundError, ValueError) as err:
+        except (ValueError, OSError) as err:  # OSError: FileNotFoundError, a full disk
             p.error(str(err))
         json.dump(metrics, sys.stdout, indent=2)
         print()

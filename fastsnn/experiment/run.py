@@ -13,6 +13,7 @@ The process that writes a run folder holds its lock throughout.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import itertools
 import json
@@ -168,13 +169,14 @@ def load_run_config(out: Path) -> RunConfig:
         raise ValueError(f"{path} is not a fastsnn run configuration: {err}") from None
 
 
-def _claim(out: Path, stack: ExitStack) -> None:
-    """Create ``out`` if needed and hold its lock until ``stack`` closes."""
+def _claim(out: Path, stack: ExitStack, holder: str = "a fastsnn run") -> None:
+    """Create ``out`` if needed and hold its lock until ``stack`` closes (``holder``: what this process is,
+    for the message another one gets)."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; expected a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        stack.enter_context(locked(out, "another fastsnn run"))
+        stack.enter_context(locked(out, holder))
     except OSError as err:
         raise ValueError(f"--out {out}: cannot write there ({err.strerror or err})") from None
 
@@ -221,8 +223,15 @@ def _save(out: Path, name: str, write) -> None:
         write(tmp)
 
 
+def _save_torch(obj, path: Path) -> None:
+    """``torch.save`` through a Python file, whose write errors keep their errno (torch's own writer turns a
+    full disk into "unexpected pos")."""
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+
+
 def _save_epoch(out: Path, state: dict) -> None:
-    _save(out, RESUME, lambda path: torch.save(state, path))
+    _save(out, RESUME, lambda path: _save_torch(state, path))
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
@@ -263,11 +272,23 @@ def train_run(config: RunConfig, out: Path | None = None, progress: bool = True,
     ``resume``: a run of ``config`` there continues from its last finished epoch and ends with exactly
     the weights and metrics it would have had uninterrupted; a finished one returns its metrics.
     ``wall_seconds`` and ``train_seconds`` add up the sessions, up to each one's last saved epoch.
+    A full disk raises ``ValueError`` saying so (the run stays resumable).
     """
-    start = time.perf_counter()
-    tc = config.train
     device = check_run(config)
     out = Path(out) if out is not None else new_run_dir()
+    try:
+        return _train_run(config, device, out, progress, overwrite, resume)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise ValueError(f"{err.strerror}; free space there, then `fastsnn train --resume {out}` continues from "
+                         "the last saved epoch") from None
+
+
+def _train_run(config: RunConfig, device: torch.device, out: Path, progress: bool, overwrite: bool,
+               resume: bool) -> dict:
+    start = time.perf_counter()
+    tc = config.train
     with ExitStack() as stack:
         stack.enter_context(using_threads(tc.threads if tc.threads is not None else "auto"))
         _claim(out, stack)
@@ -305,7 +326,7 @@ def train_run(config: RunConfig, out: Path | None = None, progress: bool = True,
             "fastsnn_version": __version__, "torch_version": str(torch.__version__),
         }
         checkpoint = {"config": config.to_dict(), "state_dict": model.state_dict(), "metrics": metrics}
-        _save(out, "checkpoint.pt", lambda path: torch.save(checkpoint, path))
+        _save(out, "checkpoint.pt", lambda path: _save_torch(checkpoint, path))
         _save(out, "history.csv", lambda path: _write_history(path, result.history))
         _save(out, "inputs.png", lambda path: plots.input_rasters(config.stimulus, path, generator(tc.seed, "figures")))
         _save(out, "loss.png", lambda path: plots.loss_curves(result.history, path))
@@ -363,12 +384,13 @@ def evaluate_checkpoint(path: Path, seed: int, out: Path | None = None, device: 
     dev = resolve_device(device)
     config, model = load_checkpoint(path, dev, backend)
     tc = replace(config.train, seed=seed)  # validates the seed
-    test_set = dataset(config, "test", seed, dev)
-    with using_threads(tc.threads if tc.threads is not None else "auto"):
-        result = evaluate(model, test_set, tc.batch_size, generator(seed, "eval_test"))
-    metrics = {**result.summary("test"), "checkpoint": str(path), "seed": seed, "samples": tc.test_samples}
     out = Path(out) if out is not None else path.parent
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / f"evaluate-seed{seed}.json", json.dumps(metrics, indent=2) + "\n")
-    _figures(out, f"eval-seed{seed}", result, config.stimulus.num_classes)
+    with ExitStack() as stack:
+        _claim(out, stack, "fastsnn evaluate")  # not while a run trains in its folder
+        test_set = dataset(config, "test", seed, dev)
+        with using_threads(tc.threads if tc.threads is not None else "auto"):
+            result = evaluate(model, test_set, tc.batch_size, generator(seed, "eval_test"))
+        metrics = {**result.summary("test"), "checkpoint": str(path), "seed": seed, "samples": tc.test_samples}
+        atomic_write(out / f"evaluate-seed{seed}.json", json.dumps(metrics, indent=2) + "\n")
+        _figures(out, f"eval-seed{seed}", result, config.stimulus.num_classes)
     return metrics

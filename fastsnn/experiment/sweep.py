@@ -524,7 +524,7 @@ def sweep(base: RunConfig, grid: dict[str, list], seeds: Sequence[int], out: Pat
     runs_dir = str((out / "runs").resolve())
     results = out / "results.csv"
     rows = []
-    with locked(out, "another sweep"):
+    with locked(out, "a fastsnn sweep"):
         todo = plan(base, grid, seeds, out).todo
         atomic_write(out / "sweep.json", json.dumps({"base": base.to_dict(), "grid": grid, "seeds": list(seeds)},
                                                     indent=2) + "\n")
