@@ -266,7 +266,9 @@ def test_sets_of_other_seeds_share_no_random_stream_with_the_training_data(unint
     (["--batch-size", "1000000"], r"needs about [\d.]+ [GT]B of memory, more than the .* lower --batch-size$"),
     (["--anf-per-ear", "100000000"], r"lower --anf-per-ear$"),
     (["--seed", str(2**64)], r"seed must be an integer in \[0, 2\*\*64\), got 18446744073709551616"),
-], ids=["hidden", "batch-size", "anf-per-ear", "seed-65-bits"])
+    (["--segments", "10000000"], r"needs about [\d.]+ [GT]B of memory, .* lower --segments$"),
+    (["--max-delay", "100000000"], r"needs about [\d.]+ [GT]B of memory, .* lower --max-delay$"),
+], ids=["hidden", "batch-size", "anf-per-ear", "seed-65-bits", "segments", "max-delay"])
 def test_impossible_runs_fail_in_one_line(flags, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["train", *flags, "--out", str(tmp_path / "run")])

@@ -535,3 +535,15 @@ def test_a_sweep_file_of_the_wrong_shape_is_one_line(content, tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()[-1]
     assert err.startswith(f"fastsnn: error: {tmp_path / 'sweep.json'} is not a fastsnn sweep file (") and err.endswith(
         "it only records the last sweep's flags: delete it to sweep into this folder again"), err
+
+
+@pytest.mark.parametrize("key,value", [("num_classes", 100000), ("steps", 10**7)])
+def test_a_grid_point_too_large_for_the_machine_fails_before_any_run(key, value, tmp_path, capsys):
+    """num_classes=100000 trained, then failed allocating an 80 GB confusion matrix."""
+    with pytest.raises(SystemExit) as exit_:
+        main(sweep_args(tmp_path / "sweep", grid=["--grid", f"{key}=4,{value}"], seeds=1))
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert __import__("re").fullmatch(rf"fastsnn: error: grid point {key}={value},seed=0: this run needs about [\d.]+ [GTP]B "
+                                      rf"of memory, more than the .* lower {key} \(a config field\)", err), err
+    assert not (tmp_path / "sweep" / "results.csv").exists()

@@ -75,27 +75,37 @@ def resolve_device(device: str) -> torch.device:
 
 # memory ------------------------------------------------------------------------------------------------
 
-# The sizes a user sets, each with the flag that sets it.
+# The sizes a user sets, each with the flag that sets it (steps and num_classes: config fields, --grid keys).
 _SIZE_FLAGS = {"hidden": "--hidden", "anf_per_ear": "--anf-per-ear", "batch_size": "--batch-size",
                "train_samples": "--train-batches", "valid_samples": "--train-batches",
-               "test_samples": "--test-batches"}
+               "test_samples": "--test-batches", "segments": "--segments", "max_delay": "--max-delay",
+               "steps": "steps (a config field)", "num_classes": "num_classes (a config field)"}
 
 
 def _sizes(config: RunConfig) -> dict[str, int]:
     flat = {**asdict(config.stimulus), **asdict(config.model), **asdict(config.train)}
-    return {key: flat[key] for key in (*_SIZE_FLAGS, "steps", "num_classes")}
+    return {key: flat[key] for key in _SIZE_FLAGS}
 
 
 def memory_estimate(hidden: int, anf_per_ear: int, batch_size: int, train_samples: int, valid_samples: int,
-                    test_samples: int, steps: int, num_classes: int) -> int:
+                    test_samples: int, segments: int, max_delay: int, steps: int, num_classes: int) -> int:
     """Bytes a run holds at its peak, roughly: float32 weights five times (value, gradient, Adam's two
-    moments, best snapshot), one batch's float32 (steps, inputs) spikes and (steps, hidden) activations
-    twice (measured: 1.7 times at batch 4096, 256 hidden units), and 40 bytes per data set sample."""
+    moments, best snapshot; one hidden weight column per dendritic segment, and a delay per synapse), the
+    delays' (inputs, max_delay + 1, columns) kernel three times, one batch's float32 (steps, inputs) spikes
+    and (steps, hidden) and (steps, num_classes) activations twice (measured: 1.7 times at batch 4096, 256
+    hidden units), the segments' currents and filter states eight times and the delays' input gradient
+    four (measured: 7 and 2.5 times at batch 256, 16 segments and max_delay 50), the float64 confusion
+    matrix three times, and 40 bytes per data set sample. The estimate is the growth above the ~0.7 GB a
+    process starts with (torch, numba, the figures)."""
     inputs = 2 * anf_per_ear
-    weights = 5 * 4 * (inputs * hidden + hidden * num_classes)
-    batch = 2 * 4 * batch_size * steps * (inputs + hidden)
+    columns = hidden * max(segments, 1)
+    weights = 5 * 4 * (inputs * columns * (2 if max_delay else 1) + hidden * num_classes)
+    kernel = 3 * 4 * inputs * (max_delay + 1) * columns if max_delay else 0
+    per_step = inputs + hidden + num_classes + (4 * columns if segments else 0) + (2 * inputs if max_delay else 0)
+    batch = 2 * 4 * batch_size * steps * per_step
+    confusion = 3 * 8 * num_classes ** 2
     samples = 40 * (train_samples + valid_samples + test_samples)
-    return weights + batch + samples
+    return weights + kernel + batch + confusion + samples
 
 
 def memory_capacity(device: torch.device) -> int:

@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 from . import sweep_plots, sweep_summary
 from .config import ModelConfig, RunConfig, StimulusConfig, TrainConfig
 from .files import atomic_write, locked
-from .run import resolve_device, train_run
+from .run import check_run, resolve_device, train_run
 
 EXECUTORS = ("local", "ray")
 _SECTIONS = {"stimulus": StimulusConfig, "model": ModelConfig, "train": TrainConfig}
@@ -515,10 +515,15 @@ def sweep(base: RunConfig, grid: dict[str, list], seeds: Sequence[int], out: Pat
         raise ValueError("--workers sets the CPUs of a local Ray; a cluster at --address has its own")
     ray = _import_ray(local=address is None) if executor == "ray" else None
     points = expand(base, grid, seeds)  # a bad grid fails before anything is written
-    if executor == "local" and (workers or 1) > 1 and any(resolve_device(p.config.train.device).type == "cuda"
-                                                           for p in points):
-        raise ValueError("--workers > 1 runs CPU processes; on a GPU sweep with --workers 1 "
-                         "(or --executor ray, one GPU per task), or pass --device cpu")
+    if executor == "local":  # (Ray's workers may have devices and memory this driver has not)
+        if (workers or 1) > 1 and any(resolve_device(p.config.train.device).type == "cuda" for p in points):
+            raise ValueError("--workers > 1 runs CPU processes; on a GPU sweep with --workers 1 "
+                             "(or --executor ray, one GPU per task), or pass --device cpu")
+        for point in points:  # a point too large for this machine fails now, not after the others have run
+            try:
+                check_run(point.config)
+            except ValueError as err:
+                raise ValueError(f"grid point {point.name}: {err}") from None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runs_dir = str((out / "runs").resolve())
