@@ -268,7 +268,9 @@ def test_sets_of_other_seeds_share_no_random_stream_with_the_training_data(unint
     (["--seed", str(2**64)], r"seed must be an integer in \[0, 2\*\*64\), got 18446744073709551616"),
     (["--segments", "10000000"], r"needs about [\d.]+ [GT]B of memory, .* lower --segments$"),
     (["--max-delay", "100000000"], r"needs about [\d.]+ [GT]B of memory, .* lower --max-delay$"),
-], ids=["hidden", "batch-size", "anf-per-ear", "seed-65-bits", "segments", "max-delay"])
+    (["--threads", "20000"], r"threads must be 'auto' or an integer from 1 to \d+ \(the CPUs this process may run "
+                             r"on\), got 20000$"),
+], ids=["hidden", "batch-size", "anf-per-ear", "seed-65-bits", "segments", "max-delay", "threads-20000"])
 def test_impossible_runs_fail_in_one_line(flags, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["train", *flags, "--out", str(tmp_path / "run")])
@@ -324,3 +326,20 @@ def test_warm_kernels_are_not_announced(uninterrupted, tmp_path, capsys):
     assert main(["train", *RUN[:-1], "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
     err = capsys.readouterr().err
     assert "train:" in err and NOTICE not in err, err
+
+
+def test_a_checkpoint_asking_for_more_threads_than_cpus_is_one_line(uninterrupted, tmp_path, capsys):
+    """A checkpoint whose config said threads=100000 segfaulted `evaluate`."""
+    data = torch.load(uninterrupted / "checkpoint.pt", weights_only=True)
+    data["config"]["train"]["threads"] = 100000
+    path = tmp_path / "checkpoint.pt"
+    torch.save(data, path)
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", str(path), "--seed", "0"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith(f"fastsnn: error: {path}: the run's threads must be 'auto' or an integer from 1 to ") and \
+        err.endswith("got 100000; pass --threads"), err
+    assert main(["evaluate", str(path), "--seed", "0", "--threads", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_accuracy"] == json.loads(
+        (uninterrupted / "metrics.json").read_text())["test_accuracy"]

@@ -24,10 +24,10 @@ def _range(text: str) -> tuple[float, float]:
     return low, high
 
 
-def _threads(text: str) -> int | None:
-    """``"auto"`` -> None (the config's auto), else an integer >= 1."""
+def _threads(text: str) -> int | str:
+    """``"auto"`` or an integer (the run checks it against this machine's CPUs)."""
     if text == "auto":
-        return None
+        return text
     try:
         return int(text)
     except ValueError:
@@ -101,7 +101,7 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
                    help="firing-rate regulariser: weight of mean_n max(0, rate_n - target)^2 (Hz^-2; 0: off)")
     g.add_argument("--seed", type=int, default=t.seed, help="seed of every random stream of the run")
     g.add_argument("--device", choices=DEVICES, default=t.device)
-    g.add_argument("--threads", type=_threads, default=None,
+    g.add_argument("--threads", type=_threads, default="auto",
                    help="CPU threads: a number, or auto (the default): up to torch's count, fewer while other "
                         "processes keep cores busy (fastsnn/cpu/threads.py); results are the same either way")
     g.add_argument("--delay-lr", type=float, default=t.delay_lr, help="Adam learning rate of the delays (steps)")
@@ -145,7 +145,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                     train_samples=args.train_batches * args.batch_size,
                     valid_samples=args.train_batches * args.batch_size,
                     test_samples=args.test_batches * args.batch_size, restore_best=not args.keep_final,
-                    seed=args.seed, device=args.device, threads=args.threads, validation=not args.no_validation,
+                    seed=args.seed, device=args.device, threads=None if args.threads == "auto" else args.threads,
+                    validation=not args.no_validation,
                     loss_scale=args.loss_scale, rate_target_hz=args.rate_target_hz, rate_weight=args.rate_weight,
                     delay_lr=args.delay_lr, sigma_anneal_epochs=args.sigma_anneal_epochs)
     return RunConfig(stimulus, model, train)
@@ -167,6 +168,8 @@ def parser() -> argparse.ArgumentParser:
                     help="seed of the test set: the run's own --seed redraws its test set, any other a fresh one")
     ev.add_argument("--device", choices=DEVICES, default="auto")
     ev.add_argument("--backend", choices=BACKENDS, default=None, help="override the checkpoint's backend")
+    ev.add_argument("--threads", type=_threads, default=None, metavar="N",
+                    help="CPU threads: a number or auto (default: the run's); results are the same either way")
     ev.add_argument("--out", default=None, help="folder for the results (default: the checkpoint's folder)")
     sw = sub.add_parser("sweep", conflict_handler="resolve",
                         help="train and evaluate one model per (grid point, seed); resumable",
@@ -286,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         from .run import evaluate_checkpoint
 
         try:
-            metrics = evaluate_checkpoint(args.checkpoint, args.seed, args.out, args.device, args.backend)
+            metrics = evaluate_checkpoint(args.checkpoint, args.seed, args.out, args.device, args.backend, args.threads)
         except (ValueError, OSError) as err:  # OSError: FileNotFoundError, a full disk
             p.error(str(err))
         json.dump(metrics, sys.stdout, indent=2)

@@ -29,7 +29,7 @@ import torch
 
 from fastsnn import __version__
 from fastsnn.cpu.cache import module_cached, persistent
-from fastsnn.cpu.threads import auto_threads, using_threads
+from fastsnn.cpu.threads import auto_threads, check_threads, using_threads
 from fastsnn.ops import cpu_kernels_cached, resolve_backend
 
 from . import plots
@@ -145,11 +145,18 @@ def _bytes(n: int) -> str:
 
 
 def check_run(config: RunConfig) -> torch.device:
-    """Fail before any work when ``config`` cannot run here (device, backend, memory); return its device."""
+    """Fail before any work when ``config`` cannot run here (device, backend, threads, memory); return its
+    device."""
     device = resolve_device(config.train.device)
     resolve_backend(config.model.backend, device)
+    check_threads(_threads(config.train.threads))
     _check_memory(config, device)
     return device
+
+
+def _threads(threads: int | None) -> int | str:
+    """A config's ``threads`` as :func:`fastsnn.cpu.threads.set_threads` takes it (None: "auto")."""
+    return threads if threads is not None else "auto"
 
 
 # the run folder ----------------------------------------------------------------------------------------
@@ -300,7 +307,7 @@ def _train_run(config: RunConfig, device: torch.device, out: Path, progress: boo
     start = time.perf_counter()
     tc = config.train
     with ExitStack() as stack:
-        stack.enter_context(using_threads(tc.threads if tc.threads is not None else "auto"))
+        stack.enter_context(using_threads(_threads(tc.threads)))
         _claim(out, stack)
         if not resume:
             _start(out, config, overwrite)
@@ -384,21 +391,29 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu", backend: str
 
 
 def evaluate_checkpoint(path: Path, seed: int, out: Path | None = None, device: str = "auto",
-                        backend: str | None = None) -> dict:
+                        backend: str | None = None, threads: int | str | None = None) -> dict:
     """Evaluate a checkpoint on the test set of ``seed``: the run's own test set when ``seed`` is its
     training seed (the metrics then equal its ``metrics.json``), a fresh one otherwise. Writes
-    ``evaluate-seed{seed}.json`` and its figures to ``out`` (default: the checkpoint's folder)."""
+    ``evaluate-seed{seed}.json`` and its figures to ``out`` (default: the checkpoint's folder).
+    ``threads``: CPU threads (an integer or "auto"; default: the run's), which do not change the results."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     dev = resolve_device(device)
     config, model = load_checkpoint(path, dev, backend)
     tc = replace(config.train, seed=seed)  # validates the seed
+    if threads is None:
+        threads = _threads(tc.threads)
+        try:
+            check_threads(threads)
+        except ValueError as err:  # a run of a larger machine, or a hand-edited config
+            raise ValueError(f"{path}: the run's {err}; pass --threads") from None
+    check_threads(threads)
     out = Path(out) if out is not None else path.parent
     with ExitStack() as stack:
         _claim(out, stack, "fastsnn evaluate")  # not while a run trains in its folder
         test_set = dataset(config, "test", seed, dev)
-        with using_threads(tc.threads if tc.threads is not None else "auto"):
+        with using_threads(threads):
             result = evaluate(model, test_set, tc.batch_size, generator(seed, "eval_test"))
         metrics = {**result.summary("test"), "checkpoint": str(path), "seed": seed, "samples": tc.test_samples}
         atomic_write(out / f"evaluate-seed{seed}.json", json.dumps(metrics, indent=2) + "\n")
