@@ -240,7 +240,8 @@ def test_evaluate_out_onto_a_file_is_one_line(uninterrupted, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["evaluate", str(uninterrupted / "checkpoint.pt"), "--out", str(tmp_path / "file")])
     assert exit_.value.code == 2
-    assert capsys.readouterr().err.splitlines()[-1] == f"fastsnn: error: --out {tmp_path / 'file'} is a file; expected a folder"
+    assert capsys.readouterr().err.splitlines()[-1] == (f"fastsnn: error: --out {tmp_path / 'file'} is a file; "
+                                                        "expected a folder")
 
 
 def test_evaluate_with_the_training_seed_reproduces_the_test_metrics(uninterrupted, tmp_path, capsys):

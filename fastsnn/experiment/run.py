@@ -327,8 +327,8 @@ def _train_run(config: RunConfig, device: torch.device, out: Path, progress: boo
                                           else None for which in ("train", "valid", "test"))
         backend = resolve_backend(config.model.backend, device)
         if progress and device.type == "cpu" and not _kernels_cached(backend, config.model.max_delay > 0):
-            print(f"compiling CPU kernels ({'first run only' if persistent() else 'no kernel cache: every run'}, ~30 s)",
-                  file=sys.stderr, flush=True)
+            when = "first run only" if persistent() else "no kernel cache: every run"
+            print(f"compiling CPU kernels ({when}, ~30 s)", file=sys.stderr, flush=True)
         result = fit(model, train_set, valid_set, tc, generator(tc.seed, "train"), progress=progress, state=state,
                      on_epoch=lambda s: _save_epoch(out, {**s, "config": config.to_dict(), "seconds": elapsed()}))
         train_seconds = elapsed()
