@@ -344,3 +344,35 @@ def test_a_checkpoint_asking_for_more_threads_than_cpus_is_one_line(uninterrupte
     assert main(["evaluate", str(path), "--seed", "0", "--threads", "1"]) == 0
     assert json.loads(capsys.readouterr().out)["test_accuracy"] == json.loads(
         (uninterrupted / "metrics.json").read_text())["test_accuracy"]
+
+
+def test_a_resume_file_of_another_run_is_one_line(tmp_path, capsys):
+    """A readable resume.pt that does not fit the run's config (here one of 9 hidden units) was a traceback."""
+    run, other = killed_run(tmp_path / "run", after_epoch=0), killed_run(tmp_path / "other", "--hidden", "9",
+                                                                            after_epoch=0)
+    (other / "resume.pt").replace(run / "resume.pt")
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--resume", str(run), "--quiet"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith(f"fastsnn: error: {run / 'resume.pt'} does not fit the run in {run} (Error(s) in loading "
+                          "state_dict for IPDNetwork: size mismatch for hidden.weight") and err.endswith(
+        "delete it to train the run from its first epoch"), err
+    (run / "resume.pt").unlink()
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+
+
+@pytest.mark.parametrize("section,field,value", [("model", "detach_reset", 0), ("model", "dales_law", "false"),
+                                                 ("model", "learn_tau", 1), ("train", "restore_best", "no")])
+def test_a_config_boolean_that_is_not_one_is_one_line(section, field, value, uninterrupted, tmp_path, capsys):
+    """A hand-edited config.json's "false" is a truthy string: the run trained with Dale's law on."""
+    run = tmp_path / "run"
+    run.mkdir()
+    config = json.loads((uninterrupted / "config.json").read_text())
+    config[section][field] = value
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--resume", str(run), "--quiet"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (f"fastsnn: error: {run / 'config.json'} is not a fastsnn run "
+                                                        f"configuration: {field} must be true or false, got {value!r}")

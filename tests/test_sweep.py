@@ -547,3 +547,16 @@ def test_a_grid_point_too_large_for_the_machine_fails_before_any_run(key, value,
     assert __import__("re").fullmatch(rf"fastsnn: error: grid point {key}={value},seed=0: this run needs about [\d.]+ [GTP]B "
                                       rf"of memory, more than the .* lower {key} \(a config field\)", err), err
     assert not (tmp_path / "sweep" / "results.csv").exists()
+
+
+def test_a_results_field_over_the_csv_limit_is_one_line(tmp_path, capsys):
+    _results_file(tmp_path / "results.csv", [({"hidden": 8}, 0.5, "ok"), ({"hidden": 16}, 0.5, "ok")])
+    lines = (tmp_path / "results.csv").read_text().splitlines()
+    lines[2] = lines[2].replace(",ok,", ',ok,"' + "x" * 200_000 + '"', 1)  # an error field of 200 kB
+    (tmp_path / "results.csv").write_text("\n".join(lines[:3]) + "\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["sweep-report", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"fastsnn: error: {tmp_path / 'results.csv'} line 3: field larger than field limit (131072); fastsnn "
+        "writes no such line: remove it")

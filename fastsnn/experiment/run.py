@@ -38,7 +38,7 @@ from .evaluate import Evaluation, evaluate
 from .files import TMP_PREFIX, atomic_write, locked, replacing
 from .model import IPDNetwork
 from .stimulus import IPDDataset
-from .train import fit
+from .train import StateMismatch, fit
 
 # The named random streams of a run. Each data set has its own: `evaluate --seed S` redraws exactly
 # the test set (and its phase offset) of the run trained with --seed S, and shares no stream with
@@ -329,8 +329,12 @@ def _train_run(config: RunConfig, device: torch.device, out: Path, progress: boo
         if progress and device.type == "cpu" and not _kernels_cached(backend, config.model.max_delay > 0):
             when = "first run only" if persistent() else "no kernel cache: every run"
             print(f"compiling CPU kernels ({when}, ~30 s)", file=sys.stderr, flush=True)
-        result = fit(model, train_set, valid_set, tc, generator(tc.seed, "train"), progress=progress, state=state,
-                     on_epoch=lambda s: _save_epoch(out, {**s, "config": config.to_dict(), "seconds": elapsed()}))
+        try:
+            result = fit(model, train_set, valid_set, tc, generator(tc.seed, "train"), progress=progress, state=state,
+                         on_epoch=lambda s: _save_epoch(out, {**s, "config": config.to_dict(), "seconds": elapsed()}))
+        except StateMismatch as err:
+            raise ValueError(f"{out / RESUME} does not fit the run in {out} ({err}); delete it to train the run from "
+                             "its first epoch") from None
         train_seconds = elapsed()
         on_train = evaluate(model, train_set, tc.batch_size, generator(tc.seed, "eval_train"))
         on_test = evaluate(model, test_set, tc.batch_size, generator(tc.seed, "eval_test"))

@@ -230,14 +230,24 @@ def _whole_lines(path: Path) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, COLUMNS, lineterminator="\n")
     writer.writeheader()
-    for row in csv.DictReader(io.StringIO(text)):
+    for row in _rows(text, path):
         writer.writerow({**{k: defaults.get(k, "") for k in COLUMNS if k not in row}, **row})
     return out.getvalue()
 
 
+def _rows(text: str, path: Path) -> list[dict]:
+    """The rows of ``text``, read from ``path``; ValueError naming the line that the csv module refuses."""
+    rows: list[dict] = []
+    try:
+        rows.extend(csv.DictReader(io.StringIO(text)))
+    except csv.Error as err:  # e.g. a field over its 128 KiB limit: not a line this module wrote (one per row)
+        raise ValueError(f"{path} line {len(rows) + 2}: {err}; fastsnn writes no such line: remove it") from None
+    return rows
+
+
 def read_results(path: Path) -> list[dict]:
     """The rows of a ``results.csv`` (all strings), oldest first; a last line cut short is ignored."""
-    return list(csv.DictReader(io.StringIO(_whole_lines(Path(path)))))
+    return _rows(_whole_lines(Path(path)), Path(path))
 
 
 def finished(rows: list[dict]) -> list[dict]:
