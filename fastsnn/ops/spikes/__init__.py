@@ -143,6 +143,9 @@ def _spike_weight_grad(bits: Tensor, grad: Tensor, spikes: Tensor, backend: str,
     from .cpu import event_weight_grad_cpu, spike_weight_grad_cpu
 
     count = int(spikes)
+    if count < 0:  # the packing pass found values other than 0/1: the bits would count each nonzero as 1
+        raise ValueError("spike_matmul: x held values other than 0 and 1 (or NaN), whose weight gradient its bits "
+                         "cannot give; pass 0/1 spikes, or use x @ w")
     density = count / max(1, m * k)
     if path == "event" or (path == "auto" and count >= 0 and event_pays("weight_grad", density, grad.shape[1])):
         return event_weight_grad_cpu(bits, work).to(grad.dtype)
@@ -213,10 +216,11 @@ def spike_matmul(x: Tensor, w: Tensor, *, backend: str = "auto", path: str = "au
     ``"triton"`` (the bit kernels of ``fastsnn/kernels/spikes.py``) or ``"reference"`` (plain ``x @ w``
     under autograd). Results equal
     ``x @ w`` up to the order of float summation. x should hold 0/1: on the CPU other values (NaN
-    included) are detected by the packing pass and take the dense path, whose forward is exact for any x
-    (``path="event"`` then raises); the weight gradient counts a nonzero entry as 1. The Triton path
-    does not check x (that would stall the stream) and counts a nonzero entry as 1 in the forward too.
-    The gradient for x is ``grad @ w^T``.
+    included) are detected by the packing pass, at no cost, and take the dense path, whose forward is
+    exact for any x (``path="event"`` then raises), and the weight gradient raises ``ValueError`` (the
+    saved bits cannot give it; it used to count a nonzero entry as 1, silently). The Triton path does not
+    check x (that would stall the stream) and counts a nonzero entry as 1 in the forward and the weight
+    gradient. The gradient for x is ``grad @ w^T``.
     """
     _check(x, w, path)
     backend = resolve_backend(backend, x.device)
