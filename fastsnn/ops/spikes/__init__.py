@@ -23,7 +23,7 @@ import math
 import torch
 from torch import Tensor
 
-from .._common import FLOAT_DTYPES, resolve_backend
+from .._common import FLOAT_DTYPES, first_order, resolve_backend
 from .reference import pack_spikes_ref, spike_matmul_ref, unpack_spikes_ref
 
 __all__ = ["spike_matmul", "spike_matmul_ref", "event_pays", "pack_spikes", "unpack_spikes", "SpikeMatmul", "PATHS"]
@@ -186,8 +186,10 @@ class SpikeMatmul(torch.autograd.Function):
             dx = (grad @ w.t()).to(x_dtype)
         if ctx.needs_input_grad[1]:
             weight_grad = spike_weight_grad if torch.compiler.is_compiling() else _spike_weight_grad
-            dw = weight_grad(bits, _rows(grad), spikes, backend, path).to(w.dtype)
-        return dx, dw, None, None
+            (dw,) = first_order("fastsnn.spike_matmul", lambda *args: (weight_grad(*args),), bits, _rows(grad), spikes,
+                                backend, path)
+            dw = dw.to(w.dtype)
+        return dx, dw, None, None  # dx = grad @ w^T is differentiable as it is
 
 
 def _check(x, w, path: str) -> None:
