@@ -145,13 +145,18 @@ def _bytes(n: int) -> str:
 
 
 def check_run(config: RunConfig) -> torch.device:
-    """Fail before any work when ``config`` cannot run here (device, backend, threads, memory); return its
+    """Fail before any work when ``config`` cannot run here (device, backend, :func:`check_size`); return its
     device."""
     device = resolve_device(config.train.device)
     resolve_backend(config.model.backend, device)
+    check_size(config, device)
+    return device
+
+
+def check_size(config: RunConfig, device: torch.device) -> None:
+    """Fail when ``config`` asks for more threads than this process's CPUs or more memory than ``device`` has."""
     check_threads(_threads(config.train.threads))
     _check_memory(config, device)
-    return device
 
 
 def _threads(threads: int | None) -> int | str:

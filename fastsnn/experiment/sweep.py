@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 from . import sweep_plots, sweep_summary
 from .config import ModelConfig, RunConfig, StimulusConfig, TrainConfig
 from .files import atomic_write, locked
-from .run import check_run, resolve_device, train_run
+from .run import check_size, resolve_device, train_run
 
 EXECUTORS = ("local", "ray")
 _SECTIONS = {"stimulus": StimulusConfig, "model": ModelConfig, "train": TrainConfig}
@@ -531,7 +531,11 @@ def sweep(base: RunConfig, grid: dict[str, list], seeds: Sequence[int], out: Pat
                              "(or --executor ray, one GPU per task), or pass --device cpu")
         for point in points:  # a point too large for this machine fails now, not after the others have run
             try:
-                check_run(point.config)
+                device = resolve_device(point.config.train.device)
+            except ValueError:  # a device this machine lacks: the point's row says so
+                continue
+            try:
+                check_size(point.config, device)
             except ValueError as err:
                 raise ValueError(f"grid point {point.name}: {err}") from None
     out = Path(out)
