@@ -3,9 +3,9 @@
 A file written through :func:`replacing` or :func:`atomic_write` appears whole or not at all: the data
 goes to a hidden temporary name in the same folder (``.tmp-<pid>-<name>``), is flushed to disk, then
 renamed over the target; a write that fails on a full disk says which disk and file. A :func:`locked`
-folder is held by one process at a time through ``flock`` on its
-``.lock`` file; the kernel releases the lock when the process dies, however it dies, and the next
-holder removes the temporary files that dead processes left there.
+folder is held by one process at a time through ``flock`` on its ``.lock`` file (never a link); the
+kernel releases the lock when the process dies, however it dies, and the next holder removes the
+temporary files that dead processes left there.
 """
 
 from __future__ import annotations
