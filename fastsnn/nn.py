@@ -301,7 +301,7 @@ class LeakyReadout(_Projected):
         return ops.leaky_readout(self.project(x), self.alpha(), backend=self.backend)
 
     def time_sum(self, x: torch.Tensor) -> torch.Tensor:
-        weights = self.time_weights(x.shape[1], x.dtype, x.device)
+        weights = self._time_weights(x.shape[1], x.dtype, x.device)
         if weights is None:
             return ops.leaky_readout_sum(self.project(x), self.alpha(), backend=self.backend)
         # One decay for all outputs: sum_t u_t = sum_k c_k (x_k @ W) = (sum_k c_k x_k) @ W, so contract
@@ -311,7 +311,12 @@ class LeakyReadout(_Projected):
 
     def time_weights(self, steps: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
         """The (steps,) c_k with ``time_sum(x) = (sum_k c_k x_k) @ W`` when one fixed tau allows it on a
-        fast backend; None for learnt per-neuron tau and for the reference backend (its plain loop)."""
+        fast backend; None for learnt per-neuron tau and for the reference backend (its plain loop).
+        A new tensor each call: the one :meth:`time_sum` uses is shared by every layer of that tau."""
+        weights = self._time_weights(steps, dtype, device)
+        return None if weights is None else weights.clone()
+
+    def _time_weights(self, steps: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
         alpha = self.alpha()
         if self.backend == "reference" or isinstance(alpha, torch.Tensor):
             return None

@@ -76,6 +76,18 @@ def test_delayed_projection_matches_reference(backend, sigma, shape, spikes):
         assert (got[3] == 0).all(), "rounded delays have a zero gradient"
 
 
+@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("shape", [(2, 0, 3, 4), (2, 5, 0, 4), (2, 5, 3, 0), (0, 5, 3, 4)],
+                         ids=lambda s: "B{}-T{}-I{}-O{}".format(*s))
+@pytest.mark.parametrize("spikes", [True, False], ids=["spikes", "reals"])
+def test_empty_shapes_match_the_reference(backend, shape, spikes):
+    """The CPU backward crashed at T, I or O = 0 (and its dense forward at O = 0); the others give zeros."""
+    x, w, d = problem(*shape, 3, spikes=spikes, device=backend_device(backend))
+    got, expected = run(backend, x, w, d, 1.0, 3), run("reference", *on_cpu(x, w, d), 1.0, 3)
+    for name, a, e in zip(("h", "dx", "dweight", "ddelay"), got, expected):
+        assert a.shape == e.shape and torch.equal(a, e.to(a.dtype)), name
+
+
 def test_both_cpu_forwards_are_exercised():
     """The CPU forward is event-driven for sparse inputs and conv1d for dense ones: the spikes and the reals
     of the comparison above take one path each."""

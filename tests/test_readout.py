@@ -248,3 +248,17 @@ def test_triton_readout_takes_empty_shapes(op, shape):
     alpha = torch.full((shape[2],), 0.8, device=device, requires_grad=True)
     op(h, alpha, backend="triton").sum().backward()
     assert not h.grad.any() and not alpha.grad.any()
+
+
+def test_time_weights_cannot_be_corrupted_through_a_layer():
+    """time_weights() handed out the tensor every layer of the same tau shares: editing it in place changed
+    every layer's time_sum."""
+    from fastsnn.nn import LeakyReadout
+
+    layers = [LeakyReadout(6, 3, generator=torch.Generator().manual_seed(k), backend="cpu") for k in range(2)]
+    x = (torch.rand(2, 7, 6, generator=torch.Generator().manual_seed(2)) < 0.3).float()
+    before = layers[1].time_sum(x)
+    layers[0].time_weights(7, torch.float32, torch.device("cpu")).mul_(0)
+    assert torch.equal(layers[1].time_sum(x), before)
+    assert torch.equal(layers[0].time_weights(7, torch.float32, torch.device("cpu")),
+                       torch.tensor(readout_time_weights(TAU5, 7), dtype=torch.float32))

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -113,7 +114,7 @@ def test_a_crash_while_writing_results_resumes(uninterrupted, tmp_path, monkeypa
         raise OSError("disk full")
 
     monkeypatch.setattr(fastsnn.experiment.run.plots, "loss_curves", crash)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(SystemExit):
         main(["train", *RUN, "--out", str(out)])
     assert "metrics.json" not in own_files(out) and "resume.pt" in own_files(out)
     assert not [p for p in out.iterdir() if p.name.startswith(".tmp-")], "a temporary file was left behind"
@@ -144,7 +145,7 @@ def test_default_run_folders_are_unique_within_a_second(tmp_path, monkeypatch):
 HOLDER = """import fcntl, os, sys, time
 f = open(os.path.join(sys.argv[1], ".lock"), "a+")
 fcntl.flock(f, fcntl.LOCK_EX)
-f.write(f"{os.getpid()}\\n"); f.flush(); print("held", flush=True); time.sleep(120)"""
+f.write(f"{os.getpid()} a fastsnn run\\n"); f.flush(); print("held", flush=True); time.sleep(120)"""
 
 
 def test_a_run_folder_is_claimed_by_one_process_until_it_dies(tmp_path, capsys):
@@ -155,12 +156,92 @@ def test_a_run_folder_is_claimed_by_one_process_until_it_dies(tmp_path, capsys):
         assert holder.stdout.readline() == "held\n"
         with pytest.raises(SystemExit):
             main(["train", *RUN, "--epochs", "1", "--out", str(run)])
-        assert f"{run} is in use by another fastsnn run (pid {holder.pid})" in capsys.readouterr().err
+        assert f"{run} is in use by a fastsnn run (pid {holder.pid})" in capsys.readouterr().err
         assert own_files(run) == []
     finally:
         holder.kill()
         holder.wait()
     assert main(["train", *RUN, "--epochs", "1", "--out", str(run)]) == 0  # the kernel freed the dead holder's lock
+
+
+@pytest.mark.parametrize("link", [os.symlink, os.link], ids=["symlink", "hard-link"])
+def test_a_lock_file_that_is_a_link_is_never_written_through(link, tmp_path, capsys):
+    """RUN/.lock as a link: its target was truncated and overwritten with the pid."""
+    victim, run = tmp_path / "precious.txt", tmp_path / "run"
+    victim.write_text("keep me\n")
+    run.mkdir()
+    link(victim, run / ".lock")
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", *RUN, "--epochs", "1", "--out", str(run)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"fastsnn: error: {run / '.lock'} is ") and err.endswith(
+        f"fastsnn locks {run} with a file of its own: remove " + ("the link" if link is os.symlink else "it")), err
+    assert victim.read_text() == "keep me\n" and own_files(run) == []
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="writes to Linux's /dev/full, a disk that is always full")
+def test_a_full_disk_is_one_line_and_the_run_stays_resumable(uninterrupted, tmp_path, capsys):
+    """A full disk ended a run with torch's "inline_container.cc:672 unexpected pos" traceback."""
+    run = killed_run(tmp_path / "run", after_epoch=0)
+    (run / f".tmp-{os.getpid()}-resume.pt").symlink_to("/dev/full")  # where this process writes resume.pt next
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--resume", str(run), "--quiet"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"fastsnn: error: No space left on device (the disk of {run}, writing resume.pt); free space there, then "
+        f"`fastsnn train --resume {run}` continues from the last saved epoch")
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert_same_run(run, uninterrupted)
+
+
+def test_a_resumed_run_removes_the_temporary_files_of_the_killed_one(uninterrupted, tmp_path):
+    """A kill mid-write leaves .tmp-<pid>-*; they survived every later resume."""
+    run = killed_run(tmp_path / "run", after_epoch=1)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    stale = run / f".tmp-{dead}-resume.pt"
+    stale.write_bytes(b"half a checkpoint")
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert not stale.exists()
+    assert_same_run(run, uninterrupted)
+
+
+def test_a_training_run_keeps_sweeps_and_evaluate_out_and_ends_on_ctrl_c_without_a_traceback(uninterrupted, tmp_path,
+                                                                                          capsys):
+    """The lock message said "another sweep" when a training run held the folder; `evaluate --out RUN`
+    wrote into the folder of a run in training; Ctrl-C printed a traceback."""
+    run = tmp_path / "run"
+    proc = fastsnn_process("train", *RUN, "--epochs", "100000", "--no-validation", "--out", str(run))
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "resume.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (run / "resume.pt").exists(), proc.communicate()[1]
+        for args in (["sweep", *RUN, "--grid", "hidden=3", "--out", str(run)],
+                     ["evaluate", str(uninterrupted / "checkpoint.pt"), "--out", str(run)]):
+            with pytest.raises(SystemExit) as exit_:
+                main(args)
+            assert exit_.value.code == 2
+            assert capsys.readouterr().err.splitlines()[-1] == (
+                f"fastsnn: error: {run} is in use by a fastsnn run (pid {proc.pid})"), args[0]
+        assert not list(run.glob("evaluate-*")) and not (run / "results.csv").exists()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == (f"interrupted; `fastsnn train --resume {run}` continues from the last "
+                                            "finished epoch"), err
+
+
+def test_evaluate_out_onto_a_file_is_one_line(uninterrupted, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", str(uninterrupted / "checkpoint.pt"), "--out", str(tmp_path / "file")])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (f"fastsnn: error: --out {tmp_path / 'file'} is a file; "
+                                                        "expected a folder")
 
 
 def test_evaluate_with_the_training_seed_reproduces_the_test_metrics(uninterrupted, tmp_path, capsys):
@@ -186,7 +267,11 @@ def test_sets_of_other_seeds_share_no_random_stream_with_the_training_data(unint
     (["--batch-size", "1000000"], r"needs about [\d.]+ [GT]B of memory, more than the .* lower --batch-size$"),
     (["--anf-per-ear", "100000000"], r"lower --anf-per-ear$"),
     (["--seed", str(2**64)], r"seed must be an integer in \[0, 2\*\*64\), got 18446744073709551616"),
-], ids=["hidden", "batch-size", "anf-per-ear", "seed-65-bits"])
+    (["--segments", "10000000"], r"needs about [\d.]+ [GT]B of memory, .* lower --segments$"),
+    (["--max-delay", "100000000"], r"needs about [\d.]+ [GT]B of memory, .* lower --max-delay$"),
+    (["--threads", "20000"], r"threads must be 'auto' or an integer from 1 to \d+ \(the CPUs this process may run "
+                             r"on\), got 20000$"),
+], ids=["hidden", "batch-size", "anf-per-ear", "seed-65-bits", "segments", "max-delay", "threads-20000"])
 def test_impossible_runs_fail_in_one_line(flags, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["train", *flags, "--out", str(tmp_path / "run")])
@@ -242,3 +327,52 @@ def test_warm_kernels_are_not_announced(uninterrupted, tmp_path, capsys):
     assert main(["train", *RUN[:-1], "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
     err = capsys.readouterr().err
     assert "train:" in err and NOTICE not in err, err
+
+
+def test_a_checkpoint_asking_for_more_threads_than_cpus_is_one_line(uninterrupted, tmp_path, capsys):
+    """A checkpoint whose config said threads=100000 segfaulted `evaluate`."""
+    data = torch.load(uninterrupted / "checkpoint.pt", weights_only=True)
+    data["config"]["train"]["threads"] = 100000
+    path = tmp_path / "checkpoint.pt"
+    torch.save(data, path)
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", str(path), "--seed", "0"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith(f"fastsnn: error: {path}: the run's threads must be 'auto' or an integer from 1 to ") and \
+        err.endswith("got 100000; pass --threads"), err
+    assert main(["evaluate", str(path), "--seed", "0", "--threads", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_accuracy"] == json.loads(
+        (uninterrupted / "metrics.json").read_text())["test_accuracy"]
+
+
+def test_a_resume_file_of_another_run_is_one_line(tmp_path, capsys):
+    """A readable resume.pt that does not fit the run's config (here one of 9 hidden units) was a traceback."""
+    run, other = killed_run(tmp_path / "run", after_epoch=0), killed_run(tmp_path / "other", "--hidden", "9",
+                                                                            after_epoch=0)
+    (other / "resume.pt").replace(run / "resume.pt")
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--resume", str(run), "--quiet"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith(f"fastsnn: error: {run / 'resume.pt'} does not fit the run in {run} (Error(s) in loading "
+                          "state_dict for IPDNetwork: size mismatch for hidden.weight") and err.endswith(
+        "delete it to train the run from its first epoch"), err
+    (run / "resume.pt").unlink()
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+
+
+@pytest.mark.parametrize("section,field,value", [("model", "detach_reset", 0), ("model", "dales_law", "false"),
+                                                 ("model", "learn_tau", 1), ("train", "restore_best", "no")])
+def test_a_config_boolean_that_is_not_one_is_one_line(section, field, value, uninterrupted, tmp_path, capsys):
+    """A hand-edited config.json's "false" is a truthy string: the run trained with Dale's law on."""
+    run = tmp_path / "run"
+    run.mkdir()
+    config = json.loads((uninterrupted / "config.json").read_text())
+    config[section][field] = value
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--resume", str(run), "--quiet"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (f"fastsnn: error: {run / 'config.json'} is not a fastsnn run "
+                                                        f"configuration: {field} must be true or false, got {value!r}")

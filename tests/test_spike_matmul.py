@@ -213,6 +213,23 @@ def test_non_binary_x_takes_the_exact_dense_forward():
         spike_matmul(x, w, path="event")
 
 
+@pytest.mark.parametrize("path", ["auto", "dense"])
+@pytest.mark.parametrize("value", [0.5, 2.0, -1.0, float("nan")])
+def test_non_binary_x_refuses_the_weight_gradient_on_the_cpu(path, value):
+    """The bits counted a nonzero entry as 1: a silently wrong weight gradient (x's stays exact)."""
+    x = spikes_at((20, 30), 0.3)
+    x[3, 4] = value
+    x.requires_grad_()
+    w = torch.randn(30, 6, generator=torch.Generator().manual_seed(9))
+    g = torch.randn(20, 6, generator=torch.Generator().manual_seed(1))
+    (dx,) = torch.autograd.grad(spike_matmul(x, w, backend="cpu", path=path), x, g)  # w fixed: only x's gradient
+    torch.testing.assert_close(dx, g @ w.t())
+    out = spike_matmul(x, w.requires_grad_(), backend="cpu", path=path)
+    with pytest.raises(ValueError, match=r"^spike_matmul: x held values other than 0 and 1 \(or NaN\), whose weight "
+                                         r"gradient its bits cannot give; pass 0/1 spikes, or use x @ w$"):
+        out.backward(g)
+
+
 def test_bad_inputs():
     x, w = spikes_at((4, 6), 0.5), torch.randn(6, 3)
     with pytest.raises(TypeError, match="x must be a torch.Tensor"):

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -275,6 +276,90 @@ def test_ray_executor_matches_local(local_sweep, ray_cluster, tmp_path):
     assert all((out / "runs" / row["id"] / "checkpoint.pt").is_file() for row in rows.values())
 
 
+# Prints the local addresses (hex, as /proc/net/tcp* lists them) of every listening socket of this process and
+# its descendants, once the local Ray cluster that the sweep's ray executor starts is up.
+RAY_LISTENING = """import os, re, sys, tempfile
+from fastsnn.experiment.sweeps import _import_ray, _on_ray
+
+def tree(root):
+    children = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            children.setdefault(int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1]), []).append(int(pid))
+        except OSError:
+            pass
+    out, todo = set(), [root]
+    while todo:
+        out.add(todo[-1]); todo += children.get(todo.pop(), [])
+    return out
+
+def listening():
+    inodes = set()
+    for pid in tree(os.getpid()):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                inodes |= set(re.findall(r"socket:\\[(\\d+)\\]", os.readlink(f"/proc/{pid}/fd/{fd}")))
+            except OSError:
+                pass
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in open(table).read().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:
+                print(fields[1].split(":")[0])
+
+ray = _import_ray(local=True)
+init = ray.init
+ray.init = lambda *args, **kwargs: (init(*args, **kwargs), listening())[0]
+with tempfile.TemporaryDirectory() as runs:
+    list(_on_ray(ray, [], runs, None, 1))
+"""
+LOOPBACK = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").is_file(), reason="reads Linux's socket tables")
+def test_the_local_ray_cluster_listens_on_loopback_only():
+    """Ray binds the servers of a cluster it starts (GCS, raylet, workers) to every interface: anyone on the
+    network could submit tasks to it."""
+    pytest.importorskip("ray")
+    done = subprocess.run([sys.executable, "-c", RAY_LISTENING], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    hosts = set(done.stdout.split())
+    assert len(hosts) >= 1 and hosts <= LOOPBACK, done.stdout
+
+
+def test_an_unreachable_ray_address_fails_at_once(tmp_path):
+    """Ray retried a cluster address where nothing listens for more than ten minutes."""
+    pytest.importorskip("ray")
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    done = subprocess.run([sys.executable, "-m", "fastsnn", *sweep_args(tmp_path / "sweep", "--executor", "ray",
+                                                                        "--address", f"127.0.0.1:{port}")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == (f"fastsnn: error: --address 127.0.0.1:{port}: no Ray cluster reachable "
+                                            "there (Connection refused)"), done.stderr
+
+
+def test_a_ray_address_that_never_answers_times_out(monkeypatch):
+    from fastsnn.experiment.sweeps import CONNECT_TIMEOUT_S, _check_reachable
+
+    def silent(address, timeout):
+        assert address == ("10.0.0.5", 6379) and timeout == CONNECT_TIMEOUT_S
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(socket, "create_connection", silent)
+    with pytest.raises(ConnectionError, match=r"^--address ray://10.0.0.5:6379: no Ray cluster reachable there "
+                                              r"\(no answer in 10 s\)$"):
+        _check_reachable("ray://10.0.0.5:6379")
+    with pytest.raises(ValueError, match="expected HOST:PORT"):
+        _check_reachable("10.0.0.5")
+
+
 @pytest.mark.parametrize("flags,message", [
     (["--grid", "hiden=3"], r"unknown key 'hiden'; valid keys: .*\bhidden\b"),
     (["--grid", "hidden="], "empty value"),
@@ -360,26 +445,118 @@ def test_results_of_an_earlier_version_read_and_keep_their_ids(tmp_path):
     import json as _json
     from dataclasses import replace
 
-    from fastsnn.experiment import sweeps as sweep
+    from fastsnn.experiment.sweeps import _FIRST_FIELDS, FIELDS, _flat, point_id
 
     config = RunConfig()
     config = replace(config, model=replace(config.model, tau_ms=2.0))
-    first = {section: {k: v for k, v in values.items() if k in sweep._FIRST_FIELDS}
+    first = {section: {k: v for k, v in values.items() if k in _FIRST_FIELDS}
              for section, values in config.to_dict().items()}
+    first["train"]["loss_scale"] = 0.01  # the first format's default, None (the readout's own) since
     old_id = hashlib.sha1(_json.dumps(first, sort_keys=True).encode()).hexdigest()[:12]
-    assert sweep.point_id(config) == old_id
+    assert point_id(config) == old_id
     newer = replace(config, model=replace(config.model, neuron="alif"))
-    assert sweep.point_id(newer) != old_id
-    columns = ["id", "name", *(k for k in sweep.FIELDS if k in sweep._FIRST_FIELDS), "test_accuracy", "status"]
-    row = {"id": old_id, "name": "tau_ms=2.0,seed=0", **sweep._flat(first), "test_accuracy": "0.5", "status": "ok"}
+    assert point_id(newer) != old_id
+    columns = ["id", "name", *(k for k in FIELDS if k in _FIRST_FIELDS), "test_accuracy", "status"]
+    row = {"id": old_id, "name": "tau_ms=2.0,seed=0", **_flat(first), "test_accuracy": "0.5", "status": "ok"}
     path = tmp_path / "results.csv"
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, columns, lineterminator="\n")
         writer.writeheader()
         writer.writerow(row)
-    (read,) = sweep.read_results(path)
+    (read,) = read_results(path)
     assert read["id"] == old_id and read["tau_ms"] == "2.0" and read["test_accuracy"] == "0.5"
     assert read["neuron"] == "lif" and read["cpu_model"] == ""
     path.write_text("id,name,something_else\n1,2,3\n")
     with pytest.raises(ValueError, match="has other columns"):
-        sweep.read_results(path)
+        read_results(path)
+
+
+README_SWEEP = ["sweep", "--grid", "anf-per-ear=25,50,100,200", "--grid", "hidden=8,16,30,64,128", "--seeds", "2",
+                "--epochs", "20", "--workers", "2"]
+
+
+@pytest.mark.parametrize("sweep_json", ["kept", "deleted"])
+def test_a_sweep_of_an_earlier_version_resumes_without_rerunning(sweep_json, tmp_path, capsys):
+    """The README's sweep command on (a copy of) its committed sweep, made before the loss_scale default
+    became None (the readout's own, 0.01 for the sum): refused with sweep.json, all 40 runs re-planned
+    without it. Now every run counts as done, and the command only reports."""
+    out = tmp_path / "sweep-anf-hidden"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "bench" / "results" / "sweep-anf-hidden", out)
+    if sweep_json == "deleted":
+        (out / "sweep.json").unlink()
+    assert main([*README_SWEEP, "--out", str(out), "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "20 points x 2 seeds = 40 runs: 40 done, 0 to run"
+    assert main([*README_SWEEP, "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"0 runs done, 0 failed; results in {out}/results.csv") and "| 200 | 128 | 2 |" in printed
+    assert not (out / "runs").exists()
+
+
+def test_every_train_flag_is_a_grid_key_in_its_own_units(tmp_path, capsys):
+    """--grid train-batches=... was refused ("unknown key"), though --train-batches is a train flag."""
+    from fastsnn.experiment.cli import config_from_args, parser
+    from fastsnn.experiment.sweeps import expand, parse_grid
+
+    base = ["--batch-size", "8", "--train-batches", "3", "--test-batches", "3"]
+    for grid, flags in [("train-batches=2", ["--train-batches", "2"]), ("test-batches=2", ["--test-batches", "2"]),
+                        ("keep-final=true", ["--keep-final"]), ("no-validation=true", ["--no-validation"]),
+                        ("keep-final=false", []), ("no-validation=false", [])]:
+        (point,) = expand(config_from_args(parser().parse_args(["train", *base])), parse_grid([grid]), [0])
+        assert point.config == config_from_args(parser().parse_args(["train", *base, *flags])), grid
+    with pytest.raises(ValueError, match="--grid train_batches sets train_samples: give one of"):
+        parse_grid(["train-batches=1,2", "train-samples=8"])
+    with pytest.raises(ValueError, match="grid point train_batches=0,seed=0: --train-batches must be >= 1, got 0"):
+        expand(RunConfig(), parse_grid(["train-batches=0"]), [0])
+    out = tmp_path / "sweep"
+    assert main(sweep_args(out, grid=["--grid", "train-batches=1,2", "--grid", "hidden=3"], seeds=1)) == 0
+    rows = rows_by_name(out)
+    assert {name: (row["train_samples"], row["valid_samples"]) for name, row in rows.items()} == {
+        "train_batches=1,hidden=3,seed=0": ("8", "8"), "train_batches=2,hidden=3,seed=0": ("16", "16")}
+    assert (out / "accuracy_vs_train_samples.png").is_file()  # valid_samples follows: one axis, not a heatmap
+    assert not list(out.glob("heatmap_*.png"))
+
+
+def test_a_finished_row_counts_by_its_configuration_not_its_stored_id(tmp_path):
+    """A row whose id was hashed another way (here made up; in a sweep made while loss_scale defaulted to
+    None, its null) still counts as done: its id is taken again from its config columns."""
+    from fastsnn.experiment.sweeps import expand, plan
+
+    _results_file(tmp_path / "results.csv", [({"hidden": 8, "seed": 0}, 0.5, "ok"), ({"hidden": 16}, 0.5, "failed")])
+    points = expand(RunConfig(), {"hidden": [8, 16]}, [0])
+    assert plan(RunConfig(), {"hidden": [8, 16]}, [0], tmp_path).done == {points[0].id}
+
+
+@pytest.mark.parametrize("content", ["[]", '{"base": 3}', '{"base": {"model": {"hidden": "many"}}}', "{not json"])
+def test_a_sweep_file_of_the_wrong_shape_is_one_line(content, tmp_path, capsys):
+    (tmp_path / "sweep.json").write_text(content)
+    with pytest.raises(SystemExit) as exit_:
+        main(sweep_args(tmp_path, "--dry-run"))
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith(f"fastsnn: error: {tmp_path / 'sweep.json'} is not a fastsnn sweep file (") and err.endswith(
+        "it only records the last sweep's flags: delete it to sweep into this folder again"), err
+
+
+@pytest.mark.parametrize("key,value", [("num_classes", 100000), ("steps", 10**7)])
+def test_a_grid_point_too_large_for_the_machine_fails_before_any_run(key, value, tmp_path, capsys):
+    """num_classes=100000 trained, then failed allocating an 80 GB confusion matrix."""
+    with pytest.raises(SystemExit) as exit_:
+        main(sweep_args(tmp_path / "sweep", grid=["--grid", f"{key}=4,{value}"], seeds=1))
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert __import__("re").fullmatch(rf"fastsnn: error: grid point {key}={value},seed=0: this run needs about [\d.]+ [GTP]B "
+                                      rf"of memory, more than the .* lower {key} \(a config field\)", err), err
+    assert not (tmp_path / "sweep" / "results.csv").exists()
+
+
+def test_a_results_field_over_the_csv_limit_is_one_line(tmp_path, capsys):
+    _results_file(tmp_path / "results.csv", [({"hidden": 8}, 0.5, "ok"), ({"hidden": 16}, 0.5, "ok")])
+    lines = (tmp_path / "results.csv").read_text().splitlines()
+    lines[2] = lines[2].replace(",ok,", ',ok,"' + "x" * 200_000 + '"', 1)  # an error field of 200 kB
+    (tmp_path / "results.csv").write_text("\n".join(lines[:3]) + "\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["sweep-report", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"fastsnn: error: {tmp_path / 'results.csv'} line 3: field larger than field limit (131072); fastsnn "
+        "writes no such line: remove it")

@@ -27,9 +27,10 @@ OpenMP, a ``fork()``ed child must not run kernels once its parent has (numba's
 omp layer terminates it): give such workers the spawn or forkserver method.
 
 The first call per dtype compiles a kernel (1-4 s each on 2 cores); the result
-is cached on disk: in ``NUMBA_CACHE_DIR`` if set, else ``__pycache__`` here,
-else numba's user cache directory (``~/.cache/numba``). Where none is writable
-kernels compile in every process instead of failing at import.
+is cached on disk, keyed on every source file it compiles from and on the numba
+and llvmlite versions and the CPU (:mod:`.cache`, which also says where). Where
+no folder is writable, or the cache fails, kernels compile in every process, with
+one warning.
 """
 
 from __future__ import annotations
@@ -45,16 +46,15 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .cache import cached_kernel
 from .threads import poll as threads_poll
 from .rows import PAD, gather, padded, replicated, scatter, scatter2, staged  # noqa: F401 (the kernels' helpers)
 
 
 def cpu_kernel(fn):
-    """``numba.njit(parallel=True, cache=True, fastmath=False)``; uncached where numba has nowhere to write."""
-    try:
-        return numba.njit(parallel=True, cache=True, fastmath=False)(fn)
-    except RuntimeError:  # "cannot cache function ...: no locator available"
-        return numba.njit(parallel=True, fastmath=False)(fn)
+    """``numba.njit(parallel=True, fastmath=False)`` cached on disk by :func:`.cache.cached_kernel`: a change
+    to any fastsnn file the kernel's module imports, not only its own, compiles it afresh."""
+    return cached_kernel(numba.njit(parallel=True, fastmath=False)(fn))
 
 
 @numba.njit(inline="always")

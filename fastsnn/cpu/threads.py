@@ -114,15 +114,26 @@ class AutoThreads:
 _auto: AutoThreads | None = None
 
 
+def check_threads(threads: int | str) -> None:
+    """Raise ``ValueError`` unless ``threads`` is ``"auto"`` or a count from 1 to the CPUs this process may run
+    on (more only oversubscribes the cores; 20000 made libgomp abort, 100000 crashed)."""
+    if threads == "auto":
+        return
+    cpus = len(_cores())
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= cpus:
+        raise ValueError(f"threads must be 'auto' or an integer from 1 to {cpus} (the CPUs this process may run on), "
+                         f"got {threads!r}")
+
+
 def set_threads(threads: int | str) -> None:
     """``"auto"``: follow the free cores (:class:`AutoThreads`, up to torch's current count);
-    an integer >= 1: that many, fixed (``torch.set_num_threads``)."""
+    an integer from 1 to the CPUs of this process (:func:`check_threads`): that many, fixed
+    (``torch.set_num_threads``)."""
     global _auto
+    check_threads(threads)
     if threads == "auto":
         _auto = AutoThreads()
         return
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be an integer >= 1 or 'auto', got {threads!r}")
     _auto = None
     torch.set_num_threads(threads)
 

@@ -34,10 +34,10 @@ def _range(text: str) -> tuple[float, float]:
     return low, high
 
 
-def _threads(text: str) -> int | None:
-    """``"auto"`` -> None (the config's auto), else an integer >= 1."""
+def _threads(text: str) -> int | str:
+    """``"auto"`` or an integer (the run checks it against this machine's CPUs)."""
     if text == "auto":
-        return None
+        return text
     try:
         return int(text)
     except ValueError:
@@ -111,7 +111,7 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
                    help="firing-rate regulariser: weight of mean_n max(0, rate_n - target)^2 (Hz^-2; 0: off)")
     g.add_argument("--seed", type=int, default=t.seed, help="seed of every random stream of the run")
     g.add_argument("--device", choices=DEVICES, default=t.device, help="auto: cuda when there is a GPU, else cpu")
-    g.add_argument("--threads", type=_threads, default=None,
+    g.add_argument("--threads", type=_threads, default="auto",
                    help="CPU threads: a number, or auto (the default): up to torch's count, fewer while other "
                         "processes keep cores busy (fastsnn/cpu/threads.py); results are the same either way")
     g.add_argument("--delay-lr", type=float, default=t.delay_lr, help="Adam learning rate of the delays (steps)")
@@ -155,7 +155,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                     train_samples=args.train_batches * args.batch_size,
                     valid_samples=args.train_batches * args.batch_size,
                     test_samples=args.test_batches * args.batch_size, restore_best=not args.keep_final,
-                    seed=args.seed, device=args.device, threads=args.threads, validation=not args.no_validation,
+                    seed=args.seed, device=args.device, threads=None if args.threads == "auto" else args.threads,
+                    validation=not args.no_validation,
                     loss_scale=args.loss_scale, rate_target_hz=args.rate_target_hz, rate_weight=args.rate_weight,
                     delay_lr=args.delay_lr, sigma_anneal_epochs=args.sigma_anneal_epochs)
     return RunConfig(stimulus, model, train)
@@ -181,6 +182,8 @@ def parser() -> argparse.ArgumentParser:
                     help="seed of the test set: the run's own --seed redraws its test set, any other a fresh one")
     ev.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda when there is a GPU, else cpu")
     ev.add_argument("--backend", choices=BACKENDS, default=None, help="override the checkpoint's backend")
+    ev.add_argument("--threads", type=_threads, default=None, metavar="N",
+                    help="CPU threads: a number or auto (default: the run's); results are the same either way")
     ev.add_argument("--out", default=None, help="folder for the results (default: the checkpoint's folder)")
     sw = sub.add_parser("sweep", conflict_handler="resolve", formatter_class=_Help,
                         help="train and evaluate one model per (grid point, seed); resumable",
@@ -192,7 +195,8 @@ def parser() -> argparse.ArgumentParser:
     g = sw.add_argument_group("sweep")
     g.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
                    help="a config field and its values (repeatable), e.g. --grid hidden=8,16 "
-                        "--grid dales_law=true,false")
+                        "--grid dales_law=true,false; also the train flags train-batches, test-batches (in "
+                        "batches), keep-final and no-validation")
     g.add_argument("--seed", type=int, default=TrainConfig().seed, help="the first seed")
     g.add_argument("--seeds", type=int, default=1, help="seeds per point: --seed, --seed + 1, ...")
     g.add_argument("--out", required=True, metavar="DIR", help="sweep folder: results.csv, runs/<id>/, figures")
@@ -229,7 +233,7 @@ def _sweep(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                   f"{len(planned.done)} done, {len(planned.todo)} to run")
             return 0
         rows = sweep(base, grid, seeds, args.out, args.executor, args.workers, args.address, progress=not args.quiet)
-    except (ValueError, ImportError, ConnectionError) as err:  # ConnectionError: no Ray cluster at --address
+    except (ValueError, ImportError, OSError) as err:  # OSError: a full disk; ConnectionError: no Ray cluster
         p.error(str(err))
     except KeyboardInterrupt:
         print(f"interrupted; run the same command again to resume (finished runs are in {args.out}/results.csv)",
@@ -256,6 +260,7 @@ def _train(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     from .run import check_run, load_run_config, new_run_dir, train_run
 
+    out = None
     try:
         if args.resume is not None:
             defaults = vars(p.parse_args(["train"]))
@@ -272,8 +277,12 @@ def _train(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             out = Path(args.out) if args.out else new_run_dir()
         metrics = train_run(config, out, progress=not args.quiet, overwrite=args.overwrite,
                             resume=args.resume is not None)
-    except (ValueError, FloatingPointError) as err:
+    except (ValueError, FloatingPointError, OSError) as err:
         p.error(str(err))
+    except KeyboardInterrupt:
+        print("\ninterrupted" + (f"; `fastsnn train --resume {out}` continues from the last finished epoch"
+                                  if out is not None else ""), file=sys.stderr)
+        return 130
     print(f"test accuracy {100 * metrics['test_accuracy']:.1f}%, error {metrics['test_abs_error_deg']:.1f} deg; "
           f"train accuracy {100 * metrics['train_accuracy']:.1f}%, error {metrics['train_abs_error_deg']:.1f} deg; "
           f"{metrics['epochs']} epochs{_stopped(metrics)} in {metrics['wall_seconds']:.1f} s on {metrics['device']} "
@@ -299,8 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         from .run import evaluate_checkpoint, evaluation_files
 
         try:
-            metrics = evaluate_checkpoint(args.checkpoint, args.seed, args.out, args.device, args.backend)
-        except (FileNotFoundError, ValueError) as err:
+            metrics = evaluate_checkpoint(args.checkpoint, args.seed, args.out, args.device, args.backend, args.threads)
+        except (ValueError, OSError) as err:  # OSError: FileNotFoundError, a full disk
             p.error(str(err))
         json.dump(metrics, sys.stdout, indent=2)
         print()

@@ -41,6 +41,10 @@ def _non_negative(name: str, value: float) -> None:
              name, "a finite number >= 0", value)
 
 
+def _bool(name: str, value: bool) -> None:
+    _require(isinstance(value, bool), name, "true or false", value)  # a hand-edited "false" is a truthy string
+
+
 def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
     _require(value in options, name, f"one of {', '.join(options)}", value)
 
@@ -143,6 +147,8 @@ class ModelConfig:
     def __post_init__(self):
         _count("max_delay", self.max_delay, 0)
         _count("hidden", self.hidden)
+        for name in ("detach_reset", "learn_tau", "dales_law"):
+            _bool(name, getattr(self, name))
         _positive("tau_ms", self.tau_ms)
         if self.readout_tau_ms is not None:
             _positive("readout_tau_ms", self.readout_tau_ms)
@@ -231,7 +237,8 @@ class TrainConfig:
         _choice("device", self.device, DEVICES)
         if self.threads is not None:
             _count("threads", self.threads)
-        _require(isinstance(self.validation, bool), "validation", "true or false", self.validation)
+        _bool("restore_best", self.restore_best)
+        _bool("validation", self.validation)
         _non_negative("rate_target_hz", self.rate_target_hz)
         _non_negative("rate_weight", self.rate_weight)
 
@@ -241,6 +248,11 @@ class RunConfig:
     stimulus: StimulusConfig = field(default_factory=StimulusConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def loss_scale(self) -> float:
+        """The loss scale the run applies: ``train.loss_scale``, or where None its readout's :data:`LOSS_SCALES`."""
+        return self.train.loss_scale if self.train.loss_scale is not None else LOSS_SCALES[self.model.readout]
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -13,6 +13,7 @@ The process that writes a run folder holds its lock throughout.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import itertools
 import json
@@ -27,8 +28,8 @@ from pathlib import Path
 import torch
 
 from fastsnn import __version__
-from fastsnn.cpu.cache import module_cached
-from fastsnn.cpu.threads import auto_threads, using_threads
+from fastsnn.cpu.cache import module_cached, persistent
+from fastsnn.cpu.threads import auto_threads, check_threads, using_threads
 from fastsnn.ops import cpu_kernels_cached, resolve_backend
 
 from . import plots
@@ -37,7 +38,7 @@ from .evaluate import Evaluation, evaluate
 from .files import TMP_PREFIX, atomic_write, locked, replacing
 from .model import IPDNetwork
 from .stimulus import IPDDataset
-from .training import fit
+from .training import StateMismatch, fit
 
 # The named random streams of a run. Each data set has its own: `evaluate --seed S` redraws exactly
 # the test set (and its phase offset) of the run trained with --seed S, and shares no stream with
@@ -74,27 +75,37 @@ def resolve_device(device: str) -> torch.device:
 
 # memory ------------------------------------------------------------------------------------------------
 
-# The sizes a user sets, each with the flag that sets it.
+# The sizes a user sets, each with the flag that sets it (steps and num_classes: config fields, --grid keys).
 _SIZE_FLAGS = {"hidden": "--hidden", "anf_per_ear": "--anf-per-ear", "batch_size": "--batch-size",
                "train_samples": "--train-batches", "valid_samples": "--train-batches",
-               "test_samples": "--test-batches"}
+               "test_samples": "--test-batches", "segments": "--segments", "max_delay": "--max-delay",
+               "steps": "steps (a config field)", "num_classes": "num_classes (a config field)"}
 
 
 def _sizes(config: RunConfig) -> dict[str, int]:
     flat = {**asdict(config.stimulus), **asdict(config.model), **asdict(config.train)}
-    return {key: flat[key] for key in (*_SIZE_FLAGS, "steps", "num_classes")}
+    return {key: flat[key] for key in _SIZE_FLAGS}
 
 
 def memory_estimate(hidden: int, anf_per_ear: int, batch_size: int, train_samples: int, valid_samples: int,
-                    test_samples: int, steps: int, num_classes: int) -> int:
+                    test_samples: int, segments: int, max_delay: int, steps: int, num_classes: int) -> int:
     """Bytes a run holds at its peak, roughly: float32 weights five times (value, gradient, Adam's two
-    moments, best snapshot), one batch's float32 (steps, inputs) spikes and (steps, hidden) activations
-    twice (measured: 1.7 times at batch 4096, 256 hidden units), and 40 bytes per data set sample."""
+    moments, best snapshot; one hidden weight column per dendritic segment, and a delay per synapse), the
+    delays' (inputs, max_delay + 1, columns) kernel three times, one batch's float32 (steps, inputs) spikes
+    and (steps, hidden) and (steps, num_classes) activations twice (measured: 1.7 times at batch 4096, 256
+    hidden units), the segments' currents and filter states eight times and the delays' input gradient
+    four (measured: 7 and 2.5 times at batch 256, 16 segments and max_delay 50), the float64 confusion
+    matrix three times, and 40 bytes per data set sample. The estimate is the growth above the ~0.7 GB a
+    process starts with (torch, numba, the figures)."""
     inputs = 2 * anf_per_ear
-    weights = 5 * 4 * (inputs * hidden + hidden * num_classes)
-    batch = 2 * 4 * batch_size * steps * (inputs + hidden)
+    columns = hidden * max(segments, 1)
+    weights = 5 * 4 * (inputs * columns * (2 if max_delay else 1) + hidden * num_classes)
+    kernel = 3 * 4 * inputs * (max_delay + 1) * columns if max_delay else 0
+    per_step = inputs + hidden + num_classes + (4 * columns if segments else 0) + (2 * inputs if max_delay else 0)
+    batch = 2 * 4 * batch_size * steps * per_step
+    confusion = 3 * 8 * num_classes ** 2
     samples = 40 * (train_samples + valid_samples + test_samples)
-    return weights + batch + samples
+    return weights + kernel + batch + confusion + samples
 
 
 def memory_capacity(device: torch.device) -> int:
@@ -134,11 +145,23 @@ def _bytes(n: int) -> str:
 
 
 def check_run(config: RunConfig) -> torch.device:
-    """Fail before any work when ``config`` cannot run here (device, backend, memory); return its device."""
+    """Fail before any work when ``config`` cannot run here (device, backend, :func:`check_size`); return its
+    device."""
     device = resolve_device(config.train.device)
     resolve_backend(config.model.backend, device)
-    _check_memory(config, device)
+    check_size(config, device)
     return device
+
+
+def check_size(config: RunConfig, device: torch.device) -> None:
+    """Fail when ``config`` asks for more threads than this process's CPUs or more memory than ``device`` has."""
+    check_threads(_threads(config.train.threads))
+    _check_memory(config, device)
+
+
+def _threads(threads: int | None) -> int | str:
+    """A config's ``threads`` as :func:`fastsnn.cpu.threads.set_threads` takes it (None: "auto")."""
+    return threads if threads is not None else "auto"
 
 
 # the run folder ----------------------------------------------------------------------------------------
@@ -168,13 +191,14 @@ def load_run_config(out: Path) -> RunConfig:
         raise ValueError(f"{path} is not a fastsnn run configuration: {err}") from None
 
 
-def _claim(out: Path, stack: ExitStack) -> None:
-    """Create ``out`` if needed and hold its lock until ``stack`` closes."""
+def _claim(out: Path, stack: ExitStack, holder: str = "a fastsnn run") -> None:
+    """Create ``out`` if needed and hold its lock until ``stack`` closes (``holder``: what this process is,
+    for the message another one gets)."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; expected a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        stack.enter_context(locked(out, "another fastsnn run"))
+        stack.enter_context(locked(out, holder))
     except OSError as err:
         raise ValueError(f"--out {out}: cannot write there ({err.strerror or err})") from None
 
@@ -221,8 +245,15 @@ def _save(out: Path, name: str, write) -> None:
         write(tmp)
 
 
+def _save_torch(obj, path: Path) -> None:
+    """``torch.save`` through a Python file, whose write errors keep their errno (torch's own writer turns a
+    full disk into "unexpected pos")."""
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+
+
 def _save_epoch(out: Path, state: dict) -> None:
-    _save(out, RESUME, lambda path: torch.save(state, path))
+    _save(out, RESUME, lambda path: _save_torch(state, path))
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
@@ -277,13 +308,25 @@ def train_run(config: RunConfig, out: Path | None = None, progress: bool = True,
     ``resume``: a run of ``config`` there continues from its last finished epoch and ends with exactly
     the weights and metrics it would have had uninterrupted; a finished one returns its metrics.
     ``wall_seconds`` and ``train_seconds`` add up the sessions, up to each one's last saved epoch.
+    A full disk raises ``ValueError`` saying so (the run stays resumable).
     """
-    start = time.perf_counter()
-    tc = config.train
     device = check_run(config)
     out = Path(out) if out is not None else new_run_dir()
+    try:
+        return _train_run(config, device, out, progress, overwrite, resume)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise ValueError(f"{err.strerror}; free space there, then `fastsnn train --resume {out}` continues from "
+                         "the last saved epoch") from None
+
+
+def _train_run(config: RunConfig, device: torch.device, out: Path, progress: bool, overwrite: bool,
+               resume: bool) -> dict:
+    start = time.perf_counter()
+    tc = config.train
     with ExitStack() as stack:
-        stack.enter_context(using_threads(tc.threads if tc.threads is not None else "auto"))
+        stack.enter_context(using_threads(_threads(tc.threads)))
         _claim(out, stack)
         if not resume:
             _start(out, config, overwrite)
@@ -303,9 +346,14 @@ def train_run(config: RunConfig, out: Path | None = None, progress: bool = True,
                                           else None for which in ("train", "valid", "test"))
         backend = resolve_backend(config.model.backend, device)
         if progress and device.type == "cpu" and not _kernels_cached(backend, config.model.max_delay > 0):
-            print("compiling CPU kernels (first run only, ~30 s)", file=sys.stderr, flush=True)
-        result = fit(model, train_set, valid_set, tc, generator(tc.seed, "train"), progress=progress, state=state,
-                     on_epoch=lambda s: _save_epoch(out, {**s, "config": config.to_dict(), "seconds": elapsed()}))
+            when = "first run only" if persistent() else "no kernel cache: every run"
+            print(f"compiling CPU kernels ({when}, ~30 s)", file=sys.stderr, flush=True)
+        try:
+            result = fit(model, train_set, valid_set, tc, generator(tc.seed, "train"), progress=progress, state=state,
+                         on_epoch=lambda s: _save_epoch(out, {**s, "config": config.to_dict(), "seconds": elapsed()}))
+        except StateMismatch as err:
+            raise ValueError(f"{out / RESUME} does not fit the run in {out} ({err}); delete it to train the run from "
+                             "its first epoch") from None
         train_seconds = elapsed()
         on_train = evaluate(model, train_set, tc.batch_size, generator(tc.seed, "eval_train"))
         on_test = evaluate(model, test_set, tc.batch_size, generator(tc.seed, "eval_test"))
@@ -318,7 +366,7 @@ def train_run(config: RunConfig, out: Path | None = None, progress: bool = True,
             "fastsnn_version": __version__, "torch_version": str(torch.__version__),
         }
         checkpoint = {"config": config.to_dict(), "state_dict": model.state_dict(), "metrics": metrics}
-        _save(out, "checkpoint.pt", lambda path: torch.save(checkpoint, path))
+        _save(out, "checkpoint.pt", lambda path: _save_torch(checkpoint, path))
         _save(out, "history.csv", lambda path: _write_history(path, result.history))
         _save(out, "inputs.png", lambda path: plots.input_rasters(config.stimulus, path, generator(tc.seed, "figures")))
         _save(out, "loss.png", lambda path: plots.loss_curves(result.history, path, run_title(out, config)))
@@ -373,22 +421,32 @@ def evaluation_files(checkpoint: Path, seed: int, out: Path | None = None) -> li
 
 
 def evaluate_checkpoint(path: Path, seed: int, out: Path | None = None, device: str = "auto",
-                        backend: str | None = None) -> dict:
+                        backend: str | None = None, threads: int | str | None = None) -> dict:
     """Evaluate a checkpoint on the test set of ``seed``: the run's own test set when ``seed`` is its
     training seed (the metrics then equal its ``metrics.json``), a fresh one otherwise. Writes
-    ``evaluate-seed{seed}.json`` and its figures to ``out`` (default: the checkpoint's folder)."""
+    ``evaluate-seed{seed}.json`` and its figures to ``out`` (default: the checkpoint's folder).
+    ``threads``: CPU threads (an integer or "auto"; default: the run's), which do not change the results."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     dev = resolve_device(device)
     config, model = load_checkpoint(path, dev, backend)
     tc = replace(config.train, seed=seed)  # validates the seed
-    test_set = dataset(config, "test", seed, dev)
-    with using_threads(tc.threads if tc.threads is not None else "auto"):
-        result = evaluate(model, test_set, tc.batch_size, generator(seed, "eval_test"))
-    metrics = {**result.summary("test"), "checkpoint": str(path), "seed": seed, "samples": tc.test_samples}
+    if threads is None:
+        threads = _threads(tc.threads)
+        try:
+            check_threads(threads)
+        except ValueError as err:  # a run of a larger machine, or a hand-edited config
+            raise ValueError(f"{path}: the run's {err}; pass --threads") from None
+    check_threads(threads)
     json_path = evaluation_files(path, seed, out)[0]
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(json_path, json.dumps(metrics, indent=2) + "\n")
-    _figures(json_path.parent, f"eval-seed{seed}", result, config.stimulus.num_classes)
+    out = json_path.parent
+    with ExitStack() as stack:
+        _claim(out, stack, "fastsnn evaluate")  # not while a run trains in its folder
+        test_set = dataset(config, "test", seed, dev)
+        with using_threads(threads):
+            result = evaluate(model, test_set, tc.batch_size, generator(seed, "eval_test"))
+        metrics = {**result.summary("test"), "checkpoint": str(path), "seed": seed, "samples": tc.test_samples}
+        atomic_write(json_path, json.dumps(metrics, indent=2) + "\n")
+        _figures(out, f"eval-seed{seed}", result, config.stimulus.num_classes)
     return metrics

@@ -18,9 +18,10 @@ rows already there, a grown grid runs only its new points, and a failed row is r
 
 Executors: ``local`` runs in this process (``workers=1``) or in ``workers`` fresh spawned processes with
 ``cores // workers`` torch threads each, which exit when the driver dies; ``ray`` runs one Ray task per
-point (one GPU per task when the cluster has GPUs) on an existing cluster or a local one. On a multi-node
-cluster every node needs fastsnn installed and ``DIR`` on a file system they all see: the workers write
-the run folders, the driver writes ``results.csv``.
+point (one GPU per task when the cluster has GPUs) on an existing cluster or a local one, which listens on
+127.0.0.1 only (Ray's default binds every interface); an ``address`` where nothing answers fails in
+:data:`CONNECT_TIMEOUT_S` seconds. On a multi-node cluster every node needs fastsnn installed and ``DIR``
+on a file system they all see: the workers write the run folders, the driver writes ``results.csv``.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from tqdm.auto import tqdm
 from . import sweep_plots, sweep_summary
 from .config import ModelConfig, RunConfig, StimulusConfig, TrainConfig
 from .files import atomic_write, locked
-from .run import resolve_device, train_run
+from .run import check_size, resolve_device, train_run
 
 EXECUTORS = ("local", "ray")
 _SECTIONS = {"stimulus": StimulusConfig, "model": ModelConfig, "train": TrainConfig}
@@ -71,11 +72,27 @@ class Point:
     config: RunConfig
 
 
+# The train flags that are no config field, as grid keys in the flag's own units: (type, the fields they set)
+FLAG_KEYS = {"train_batches": ("int", ("train_samples", "valid_samples")), "test_batches": ("int", ("test_samples",)),
+             "keep_final": ("bool", ("restore_best",)), "no_validation": ("bool", ("validation",))}
+
+
+def _flag_fields(key: str, value, batch_size: int) -> dict:
+    """The config fields that `fastsnn train --KEY value` sets, at ``batch_size``."""
+    kind, names = FLAG_KEYS[key]
+    if kind == "bool":
+        return {names[0]: not value}
+    if value < 1:
+        raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {value}")
+    return dict.fromkeys(names, value * batch_size)
+
+
 def _parse_value(key: str, text: str):
-    kind = FIELDS[key][1]
+    """``text`` as a value of config field or flag key ``key`` ("" and "none": None, where None is allowed)."""
+    kind = FIELDS[key][1] if key in FIELDS else FLAG_KEYS[key][0]
     base = kind.removesuffix(" | None")
     word = text.strip()
-    if base != kind and word.lower() == "none":
+    if base != kind and word.lower() in ("none", ""):
         return None
     if base == "bool":
         if word.lower() not in _TRUE + _FALSE:
@@ -92,8 +109,9 @@ def _parse_value(key: str, text: str):
 def parse_grid(specs: Sequence[str]) -> dict[str, list]:
     """``["hidden=8,16", "dales-law=true,false"]`` -> ``{"hidden": [8, 16], "dales_law": [True, False]}``.
 
-    Keys are config field names (dashes read as underscores) except ``seed``; values are parsed with
-    the field's type. Raises ``ValueError`` naming the bad spec.
+    Keys are config field names (dashes read as underscores) except ``seed``, or the train flags of
+    :data:`FLAG_KEYS` in the flag's units (``train-batches=16,32``); values are parsed with the field's
+    type. Raises ``ValueError`` naming the bad spec.
     """
     grid: dict[str, list] = {}
     for spec in specs:
@@ -103,8 +121,8 @@ def parse_grid(specs: Sequence[str]) -> dict[str, list]:
             raise ValueError(f"--grid {spec!r}: expected KEY=V1,V2,... (e.g. hidden=8,16,32)")
         if key == "seed":
             raise ValueError("--grid seed: the seeds come from --seed (the first) and --seeds N (how many)")
-        if key not in FIELDS:
-            valid = ", ".join(sorted(set(FIELDS) - {"seed"}))
+        if key not in FIELDS and key not in FLAG_KEYS:
+            valid = ", ".join(sorted((set(FIELDS) | set(FLAG_KEYS)) - {"seed"}))
             raise ValueError(f"--grid {spec!r}: unknown key {key!r}; valid keys: {valid}")
         if key in grid:
             raise ValueError(f"--grid {key} given twice; list all its values in one --grid {key}=V1,V2,...")
@@ -117,6 +135,9 @@ def parse_grid(specs: Sequence[str]) -> dict[str, list]:
             if value not in parsed:
                 parsed.append(value)
         grid[key] = parsed
+    for key in set(grid) & set(FLAG_KEYS):
+        for name in set(grid) & set(FLAG_KEYS[key][1]):
+            raise ValueError(f"--grid {key} sets {name}: give one of --grid {key} and --grid {name}")
     return grid
 
 
@@ -130,13 +151,33 @@ _FIRST_FIELDS = frozenset((
     "device threads").split())
 
 
+def _identity(config: RunConfig) -> dict:
+    """``config`` as a dict of what decides its run: the loss scale the run applies (a default of None
+    since version 0.1's first sweeps, which wrote the sum readout's 0.01: both name one run)."""
+    data = config.to_dict()
+    data["train"]["loss_scale"] = config.loss_scale
+    return data
+
+
 def point_id(config: RunConfig) -> str:
-    """12 hex digits of the SHA-1 of the configuration (seed included; later fields only when set)."""
+    """12 hex digits of the SHA-1 of the configuration's :func:`_identity` (seed included; later fields only
+    when set)."""
     defaults = RunConfig().to_dict()
     data = {section: {key: value for key, value in values.items()
                       if key in _FIRST_FIELDS or value != defaults[section][key]}
-            for section, values in config.to_dict().items()}
+            for section, values in _identity(config).items()}
     return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _row_id(row: dict) -> str:
+    """The id this version gives the point of a results row (read back from its config columns): a row of
+    an earlier version keeps counting as done when a default's spelling changed since; its stored id
+    where its columns do not make a valid configuration now."""
+    try:
+        return point_id(RunConfig.from_dict({section: {f.name: _parse_value(f.name, row[f.name]) for f in fields(kind)}
+                                             for section, kind in _SECTIONS.items()}))
+    except (ValueError, TypeError):
+        return row["id"]
 
 
 def _flat(config: dict) -> dict:
@@ -150,10 +191,12 @@ def expand(base: RunConfig, grid: dict[str, list], seeds: Sequence[int]) -> list
     for seed, values in itertools.product(seeds, itertools.product(*grid.values())):
         overrides = {**dict(zip(grid, values)), "seed": seed}
         name = ",".join(f"{key}={value}" for key, value in overrides.items())
+        batch_size = overrides.get("batch_size", base.train.batch_size)
         changes: dict[str, dict] = {section: {} for section in _SECTIONS}
-        for key, value in overrides.items():
-            changes[FIELDS[key][0]][key] = value
         try:
+            for key, value in overrides.items():
+                for field, v in (_flag_fields(key, value, batch_size) if key in FLAG_KEYS else {key: value}).items():
+                    changes[FIELDS[field][0]][field] = v
             config = RunConfig(**{s: replace(getattr(base, s), **c) for s, c in changes.items()})
         except ValueError as err:
             raise ValueError(f"grid point {name}: {err}") from None
@@ -187,14 +230,24 @@ def _whole_lines(path: Path) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, COLUMNS, lineterminator="\n")
     writer.writeheader()
-    for row in csv.DictReader(io.StringIO(text)):
+    for row in _rows(text, path):
         writer.writerow({**{k: defaults.get(k, "") for k in COLUMNS if k not in row}, **row})
     return out.getvalue()
 
 
+def _rows(text: str, path: Path) -> list[dict]:
+    """The rows of ``text``, read from ``path``; ValueError naming the line that the csv module refuses."""
+    rows: list[dict] = []
+    try:
+        rows.extend(csv.DictReader(io.StringIO(text)))
+    except csv.Error as err:  # e.g. a field over its 128 KiB limit: not a line this module wrote (one per row)
+        raise ValueError(f"{path} line {len(rows) + 2}: {err}; fastsnn writes no such line: remove it") from None
+    return rows
+
+
 def read_results(path: Path) -> list[dict]:
     """The rows of a ``results.csv`` (all strings), oldest first; a last line cut short is ignored."""
-    return list(csv.DictReader(io.StringIO(_whole_lines(Path(path)))))
+    return _rows(_whole_lines(Path(path)), Path(path))
 
 
 def finished(rows: list[dict]) -> list[dict]:
@@ -343,7 +396,17 @@ def _in_processes(points: list[Point], runs_dir: str, workers: int) -> Iterator[
             proc.terminate()
 
 
-def _import_ray():
+# Ray binds a cluster it starts to every network interface, unless clusters are off (its default on macOS and
+# Windows): then the node's address is 127.0.0.1 and every server of it listens there only. Ray reads the
+# switch when it is imported.
+_RAY_LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+CONNECT_TIMEOUT_S = 10.0
+
+
+def _import_ray(local: bool):
+    """``ray``; ``local``: a cluster it starts listens on 127.0.0.1 only (unless ray was imported before)."""
+    if local:
+        os.environ.setdefault(_RAY_LOCAL_ONLY, "0")
     try:
         import ray
     except ImportError:
@@ -351,10 +414,27 @@ def _import_ray():
     return ray
 
 
+def _check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail in ``timeout`` seconds when nothing accepts a connection at ``address`` ("HOST:PORT" or
+    "ray://HOST:PORT"; "auto" and "local" are Ray's own words): Ray itself retries for ever."""
+    if address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"--address {address!r}: expected HOST:PORT (e.g. 10.0.0.5:6379) or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        reason = f"no answer in {timeout:g} s" if isinstance(err, TimeoutError) else err.strerror or str(err)
+        raise ConnectionError(f"--address {address}: no Ray cluster reachable there ({reason})") from None
+
+
 def _on_ray(ray, points: list[Point], runs_dir: str, address: str | None, workers: int | None) -> Iterator[dict]:
     """One Ray task per point (``threads`` CPUs, or 1; one GPU when the cluster has any and the point
     may use it); the rows come back to this driver as the tasks finish."""
     started = not ray.is_initialized()
+    if started and address is not None:
+        _check_reachable(address)
     if started:
         # Without a working_dir, Ray puts the driver's working directory first on the workers' sys.path,
         # where a folder holding a clone (`fastsnn/` without __init__.py) shadows the installed fastsnn
@@ -389,12 +469,19 @@ def _on_ray(ray, points: list[Point], runs_dir: str, address: str | None, worker
 # the sweep --------------------------------------------------------------------------------------------
 
 def _check_base(out: Path, base: RunConfig, grid: dict[str, list]) -> None:
-    """Refuse a base config that differs from the one ``out`` was swept with, outside the grid and seed."""
+    """Refuse a base config that differs from the one ``out`` was swept with, outside the grid and seed (a
+    field that version had not yet: its default)."""
     path = out / "sweep.json"
     if not path.is_file():
         return
-    theirs, mine = _flat(json.loads(path.read_text())["base"]), _flat(base.to_dict())
-    differ = [key for key in mine if key not in grid and key != "seed" and theirs.get(key) != mine[key]]
+    try:
+        theirs = RunConfig.from_dict(json.loads(path.read_text())["base"])
+    except (ValueError, TypeError, KeyError) as err:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{path} is not a fastsnn sweep file ({type(err).__name__}: {err}); it only records the "
+                         "last sweep's flags: delete it to sweep into this folder again") from None
+    theirs, mine = _flat(_identity(theirs)), _flat(_identity(base))
+    swept = {"seed", *grid, *(name for key in set(grid) & set(FLAG_KEYS) for name in FLAG_KEYS[key][1])}
+    differ = [key for key in mine if key not in swept and theirs[key] != mine[key]]
     if differ:
         listed = ", ".join(f"{key} ({theirs.get(key)!r} there, {mine[key]!r} now)" for key in differ)
         raise ValueError(f"{out} holds a sweep whose base configuration differs in {listed}; "
@@ -419,7 +506,7 @@ def plan(base: RunConfig, grid: dict[str, list], seeds: Sequence[int], out: Path
     out = Path(out)
     _check_base(out, base, grid)
     ids = {p.id for p in points}
-    return Plan(points, {row["id"] for row in finished(read_results(out / "results.csv"))} & ids)
+    return Plan(points, {_row_id(row) for row in finished(read_results(out / "results.csv"))} & ids)
 
 
 def sweep(base: RunConfig, grid: dict[str, list], seeds: Sequence[int], out: Path, executor: str = "local",
@@ -436,18 +523,27 @@ def sweep(base: RunConfig, grid: dict[str, list], seeds: Sequence[int], out: Pat
         raise ValueError("--address is for --executor ray")
     if address is not None and workers is not None:
         raise ValueError("--workers sets the CPUs of a local Ray; a cluster at --address has its own")
-    ray = _import_ray() if executor == "ray" else None
+    ray = _import_ray(local=address is None) if executor == "ray" else None
     points = expand(base, grid, seeds)  # a bad grid fails before anything is written
-    if executor == "local" and (workers or 1) > 1 and any(resolve_device(p.config.train.device).type == "cuda"
-                                                           for p in points):
-        raise ValueError("--workers > 1 runs CPU processes; on a GPU sweep with --workers 1 "
-                         "(or --executor ray, one GPU per task), or pass --device cpu")
+    if executor == "local":  # (Ray's workers may have devices and memory this driver has not)
+        if (workers or 1) > 1 and any(resolve_device(p.config.train.device).type == "cuda" for p in points):
+            raise ValueError("--workers > 1 runs CPU processes; on a GPU sweep with --workers 1 "
+                             "(or --executor ray, one GPU per task), or pass --device cpu")
+        for point in points:  # a point too large for this machine fails now, not after the others have run
+            try:
+                device = resolve_device(point.config.train.device)
+            except ValueError:  # a device this machine lacks: the point's row says so
+                continue
+            try:
+                check_size(point.config, device)
+            except ValueError as err:
+                raise ValueError(f"grid point {point.name}: {err}") from None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runs_dir = str((out / "runs").resolve())
     results = out / "results.csv"
     rows = []
-    with locked(out, "another sweep"):
+    with locked(out, "a fastsnn sweep"):
         todo = plan(base, grid, seeds, out).todo
         atomic_write(out / "sweep.json", json.dumps({"base": base.to_dict(), "grid": grid, "seeds": list(seeds)},
                                                     indent=2) + "\n")
@@ -469,8 +565,16 @@ def sweep(base: RunConfig, grid: dict[str, list], seeds: Sequence[int], out: Pat
 
 
 def varying(rows: list[dict]) -> list[str]:
-    """Config fields other than seed that take more than one value in ``rows``."""
-    return [key for key in FIELDS if key != "seed" and len({row[key] for row in rows}) > 1]
+    """Config fields other than seed that take more than one value in ``rows``, but one whose values pair
+    one to one with those of a field before it (``valid_samples`` after ``train_samples``, both set by a
+    ``train-batches`` grid): one axis, named by the first."""
+    keys: list[str] = []
+    for key in FIELDS:
+        count = len({row[key] for row in rows})
+        if key != "seed" and count > 1 and not any(
+                len({(row[k], row[key]) for row in rows}) == count == len({row[k] for row in rows}) for k in keys):
+            keys.append(key)
+    return keys
 
 
 def report(out: Path, x: str | None = None, hue: str | None = None, metric: str = "test_accuracy") -> str:

@@ -93,6 +93,10 @@ def _pass(model, data: IPDDataset, cfg: TrainConfig, generator: torch.Generator,
     return torch.stack(losses).mean().item()
 
 
+class StateMismatch(ValueError):
+    """A training state that :func:`fit` cannot continue from: saved by a model or optimizer of another shape."""
+
+
 def fit(model: torch.nn.Module, train_set: IPDDataset, valid_set: IPDDataset | None, cfg: TrainConfig,
         generator: torch.Generator, progress: bool = True, state: dict | None = None,
         on_epoch: Callable[[dict], None] | None = None) -> FitResult:
@@ -104,7 +108,7 @@ def fit(model: torch.nn.Module, train_set: IPDDataset, valid_set: IPDDataset | N
     ``on_epoch`` receives the training state after every epoch (weights, optimizer, ``generator``'s
     state, history, best snapshot, early-stopping verdict), live objects to save before it returns.
     Given that ``state`` back with a model built alike, the same data and ``cfg``, ``fit`` continues
-    from there exactly as if it had never stopped.
+    from there exactly as if it had never stopped (:class:`StateMismatch` for a state it cannot take).
     """
     groups = model.param_groups(cfg) if hasattr(model, "param_groups") else [{"params": list(model.parameters())}]
     optimizer = torch.optim.Adam(groups, lr=cfg.lr)
@@ -112,10 +116,14 @@ def fit(model: torch.nn.Module, train_set: IPDDataset, valid_set: IPDDataset | N
         optimizer.register_step_post_hook(lambda *_: model.after_step())
     result = FitResult()
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        result = FitResult(**state["result"])
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            generator.set_state(state["generator"])
+            result = FitResult(**state["result"])
+        except (RuntimeError, ValueError, TypeError, KeyError) as err:  # e.g. weights of another size
+            first = " ".join(" ".join(str(err).strip().splitlines()[:2]).split())  # torch's reason is on line 2
+            raise StateMismatch(first or type(err).__name__) from None
     first = cfg.epochs if result.stopped_early else result.epochs_run
     bar = tqdm(initial=first, total=cfg.epochs, desc="train", unit="epoch", disable=not progress)
     for epoch in range(first, cfg.epochs):

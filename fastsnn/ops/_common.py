@@ -9,7 +9,9 @@ Backends:
 - ``"cpu"``: compiled CPU kernels (numba, the op's ``cpu.py``), CPU tensors.
 - ``"triton"``: fused Triton kernels (:mod:`fastsnn.kernels`), CUDA tensors, or CPU
   tensors when ``TRITON_INTERPRET=1`` was set before Triton was imported.
-- ``"auto"``: ``"triton"`` for CUDA tensors, ``"cpu"`` otherwise.
+- ``"auto"``: ``"triton"`` for CUDA tensors, ``"cpu"`` for CPU tensors (others: ``"reference"`` by hand).
+
+The fast backends' backward passes are fused kernels: first derivatives only (:func:`first_order`).
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ def resolve_backend(backend: str, device: torch.device) -> str:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     device = torch.device(device)
     if backend == "auto":
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(f"backend 'auto' has no kernels for tensors on {device}: the fast backends take CPU "
+                             "('cpu') and CUDA ('triton') tensors; use backend 'reference'")
         backend = "triton" if device.type == "cuda" else "cpu"
     if backend == "cpu" and device.type != "cpu":
         raise ValueError(f"backend 'cpu' runs on CPU tensors, got tensors on {device}; use 'triton' or 'auto'")
@@ -56,6 +61,38 @@ def resolve_backend(backend: str, device: torch.device) -> str:
         if device.type not in ("cpu", "cuda"):
             raise ValueError(f"backend 'triton' runs on CUDA tensors, got tensors on {device}")
     return backend
+
+
+class _FirstOrder(torch.autograd.Function):
+    """The identity on a fused backward's gradients, whose own backward raises: see :func:`first_order`."""
+
+    @staticmethod
+    def forward(ctx, op: str, *grads):
+        ctx.op = op
+        return tuple(g.view_as(g) for g in grads)
+
+    @staticmethod
+    def backward(ctx, *_):
+        raise RuntimeError(f"{ctx.op}: the 'cpu' and 'triton' backends compute first derivatives only (a fused "
+                           "backward kernel); for second derivatives use backend='reference'")
+
+
+def first_order(op: str, bwd, *args) -> tuple:
+    """``bwd(*args)``, the gradients (a tuple of tensors or None) of a fused backward of ``op``, computed
+    without a graph (tensor arguments detached). Under ``create_graph=True`` they come out as the ends of a
+    graph whose backward raises a clear error: they would otherwise not require grad, and differentiating
+    them again failed with autograd's "does not require grad"."""
+    graph = torch.is_grad_enabled()  # create_graph=True
+    with torch.no_grad():
+        grads = bwd(*(a.detach() if isinstance(a, torch.Tensor) else a for a in args))
+    if not graph:
+        return grads
+    live = [i for i, g in enumerate(grads) if isinstance(g, torch.Tensor)]
+    marked = _FirstOrder.apply(op, *(grads[i].detach().requires_grad_() for i in live))
+    out = list(grads)
+    for i, g in zip(live, marked):
+        out[i] = g
+    return tuple(out)
 
 
 def check_h(name: str, h) -> None:

@@ -18,8 +18,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .._common import (FLOAT_DTYPES, check_scalar, connected, empty_state, resolve_backend, state_dtype,
-                       upcast)
+from .._common import (FLOAT_DTYPES, check_scalar, connected, empty_state, first_order, resolve_backend,
+                       state_dtype, upcast)
 from .reference import NORM_EPS, delay_taps, delayed_projection_ref
 
 __all__ = ["delayed_projection", "DelayedProjectionFunction", "delayed_projection_ref", "delay_taps", "NORM_EPS"]
@@ -84,8 +84,8 @@ def _backward(ctx, bwd, grad):
     x, weight, delay = ctx.saved_tensors
     sigma, max_delay, backend = ctx.args
     need_dx, need_dw, need_dd = ctx.needs_input_grad[:3]
-    dx, dw, dd = bwd(grad.to(state_dtype(x.dtype)).contiguous(), x, weight, delay, sigma, max_delay, need_dx, need_dw,
-                     need_dd, backend)
+    dx, dw, dd = first_order("fastsnn.delayed_projection", bwd, grad.to(state_dtype(x.dtype)).contiguous(), x, weight,
+                             delay, sigma, max_delay, need_dx, need_dw, need_dd, backend)
     return (dx.to(x.dtype) if need_dx else None, dw.to(weight.dtype) if need_dw else None,
             dd.to(delay.dtype) if need_dd else None, None, None, None)
 

@@ -18,7 +18,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .._common import (as_reference_decay, check_h, connected, decay_tensor, empty_state,
+from .._common import (as_reference_decay, check_h, connected, decay_tensor, empty_state, first_order,
                        resolve_backend, state_dtype, time_weights_tensor, upcast, zeros_if_none)
 from .neuron import Neuron, neuron, reference_options
 from .reference import lif_ref
@@ -99,8 +99,8 @@ def _backward(ctx, lif_bwd, grad, grad_u=None, grad_s8=None, grad_a=None):
         # a gradient that is constant along time (of spikes.sum() or .mean(): a broadcast view) is the
         # time-weighted backward's with unit weights; one row of it is read instead of a (B, T, N) copy
         grad, time_weights = grad[:, 0], u.new_ones(u.shape[1])
-    dh, dalpha, drho = lif_bwd(grad.to(u.dtype).contiguous(), u, s8, a, alpha, rho, time_weights, *neuron_args,
-                               need_dalpha, need_drho, backend)
+    dh, dalpha, drho = first_order("fastsnn.lif", lif_bwd, grad.to(u.dtype).contiguous(), u, s8, a, alpha, rho,
+                                   time_weights, *neuron_args, need_dalpha, need_drho, backend)
     return (dh.to(h_dtype), dalpha if need_dalpha else None, drho if need_drho else None) + (None,) * 12
 
 

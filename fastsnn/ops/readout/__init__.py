@@ -13,8 +13,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .._common import (as_reference_decay, check_h, connected, decay_tensor, resolve_backend, state_dtype,
-                       upcast, zeros_if_none)
+from .._common import (as_reference_decay, check_h, connected, decay_tensor, first_order, resolve_backend,
+                       state_dtype, upcast, zeros_if_none)
 from .reference import leaky_readout_ref, leaky_readout_sum_ref
 
 __all__ = ["leaky_readout", "leaky_readout_sum", "readout_time_weights", "LeakyReadoutFunction",
@@ -65,7 +65,8 @@ def _leaky_readout_backward(ctx, bwd, grad_u):
     backend, h_dtype = ctx.args
     need_dalpha = ctx.needs_input_grad[1]
     u = u.to(alpha.dtype).contiguous() if need_dalpha else None
-    dh, dalpha = bwd(grad_u.to(alpha.dtype).contiguous(), u, alpha, need_dalpha, backend)
+    dh, dalpha = first_order("fastsnn.leaky_readout", bwd, grad_u.to(alpha.dtype).contiguous(), u, alpha, need_dalpha,
+                             backend)
     return dh.to(h_dtype), (dalpha if need_dalpha else None), None
 
 
@@ -115,7 +116,8 @@ def _leaky_readout_sum_backward(ctx, bwd, grad_m):
     h, alpha = ctx.saved_tensors
     backend, h_dtype, steps = ctx.args
     need_dalpha = ctx.needs_input_grad[1]
-    dh, dalpha = bwd(grad_m.to(alpha.dtype).contiguous(), h, alpha, steps, need_dalpha, backend)
+    dh, dalpha = first_order("fastsnn.leaky_readout_sum", bwd, grad_m.to(alpha.dtype).contiguous(), h, alpha, steps,
+                             need_dalpha, backend)
     return dh.to(h_dtype), (dalpha if need_dalpha else None), None
 
 

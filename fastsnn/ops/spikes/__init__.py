@@ -23,7 +23,7 @@ import math
 import torch
 from torch import Tensor
 
-from .._common import FLOAT_DTYPES, resolve_backend
+from .._common import FLOAT_DTYPES, first_order, resolve_backend
 from .reference import pack_spikes_ref, spike_matmul_ref, unpack_spikes_ref
 
 __all__ = ["spike_matmul", "spike_matmul_ref", "event_pays", "pack_spikes", "unpack_spikes", "SpikeMatmul", "PATHS"]
@@ -143,6 +143,9 @@ def _spike_weight_grad(bits: Tensor, grad: Tensor, spikes: Tensor, backend: str,
     from .cpu import event_weight_grad_cpu, spike_weight_grad_cpu
 
     count = int(spikes)
+    if count < 0:  # the packing pass found values other than 0/1: the bits would count each nonzero as 1
+        raise ValueError("spike_matmul: x held values other than 0 and 1 (or NaN), whose weight gradient its bits "
+                         "cannot give; pass 0/1 spikes, or use x @ w")
     density = count / max(1, m * k)
     if path == "event" or (path == "auto" and count >= 0 and event_pays("weight_grad", density, grad.shape[1])):
         return event_weight_grad_cpu(bits, work).to(grad.dtype)
@@ -183,8 +186,10 @@ class SpikeMatmul(torch.autograd.Function):
             dx = (grad @ w.t()).to(x_dtype)
         if ctx.needs_input_grad[1]:
             weight_grad = spike_weight_grad if torch.compiler.is_compiling() else _spike_weight_grad
-            dw = weight_grad(bits, _rows(grad), spikes, backend, path).to(w.dtype)
-        return dx, dw, None, None
+            (dw,) = first_order("fastsnn.spike_matmul", lambda *args: (weight_grad(*args),), bits, _rows(grad), spikes,
+                                backend, path)
+            dw = dw.to(w.dtype)
+        return dx, dw, None, None  # dx = grad @ w^T is differentiable as it is
 
 
 def _check(x, w, path: str) -> None:
@@ -213,10 +218,11 @@ def spike_matmul(x: Tensor, w: Tensor, *, backend: str = "auto", path: str = "au
     ``"triton"`` (the bit kernels of ``fastsnn/kernels/spikes.py``) or ``"reference"`` (plain ``x @ w``
     under autograd). Results equal
     ``x @ w`` up to the order of float summation. x should hold 0/1: on the CPU other values (NaN
-    included) are detected by the packing pass and take the dense path, whose forward is exact for any x
-    (``path="event"`` then raises); the weight gradient counts a nonzero entry as 1. The Triton path
-    does not check x (that would stall the stream) and counts a nonzero entry as 1 in the forward too.
-    The gradient for x is ``grad @ w^T``.
+    included) are detected by the packing pass, at no cost, and take the dense path, whose forward is
+    exact for any x (``path="event"`` then raises), and the weight gradient raises ``ValueError`` (the
+    saved bits cannot give it; it used to count a nonzero entry as 1, silently). The Triton path does not
+    check x (that would stall the stream) and counts a nonzero entry as 1 in the forward and the weight
+    gradient. The gradient for x is ``grad @ w^T``.
     """
     _check(x, w, path)
     backend = resolve_backend(backend, x.device)
