@@ -5,8 +5,10 @@ phase jitter, fibre counts, step counts and sizes, every envelope power the fast
 they do not, angles beyond the sine's short range reduction, partial last batches) and seeds, the
 SHA-256 of two passes of ``IPDDataset.batches``: every batch's 0/1 spikes (as bytes) and labels.
 They were written by the torch implementation that every later one must equal (the spikes of
-fastsnn 0.1.0, before the fused kernels); a change of the spikes fails here unless the file is
-rewritten on purpose, with a note saying why. Written by ``python tests/test_stimulus_digests.py``.
+fastsnn 0.1.0, before the fused kernels); the kernels (``"auto"``: numba on the CPU) and the torch
+definition (``"reference"``) are both checked against them, at 1 and 2 threads. A change of the
+spikes fails here unless the file is rewritten on purpose, with a note saying why. Written by
+``python tests/test_stimulus_digests.py``.
 """
 
 from __future__ import annotations
@@ -38,27 +40,28 @@ CASES = {
 SEEDS = (0, 1, 2)
 
 
-def digest(name: str, seed: int) -> str:
+def digest(name: str, seed: int, backend: str = "auto") -> str:
     """SHA-256 of two passes over the case's set (its own stream ``seed``, the passes' stream ``seed + 100``)."""
     config, samples, batch_size = CASES[name]
-    data = IPDDataset.random(samples, StimulusConfig(**config), torch.Generator().manual_seed(seed))
+    data = IPDDataset.random(samples, StimulusConfig(**config), torch.Generator().manual_seed(seed), backend=backend)
     generator = torch.Generator().manual_seed(seed + 100)
     h = hashlib.sha256()
     for _ in range(2):
         for batch in data.batches(batch_size, generator):
-            h.update(batch.x.to(torch.uint8).numpy().tobytes())
+            h.update(batch.x.unpack().to(torch.uint8).numpy().tobytes())
             h.update(batch.labels.numpy().tobytes())
     return h.hexdigest()
 
 
 @pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("backend", ["auto", "reference"])
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_spikes_are_the_committed_bits(name, threads):
+def test_spikes_are_the_committed_bits(name, backend, threads):
     expected = json.loads(DIGESTS.read_text())
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        got = {str(seed): digest(name, seed) for seed in SEEDS}
+        got = {str(seed): digest(name, seed, backend) for seed in SEEDS}
     finally:
         torch.set_num_threads(before)
     assert got == expected[name]

@@ -1,41 +1,163 @@
-"""Poisson spikes from hashed frozen noise: the CPU kernel behind ``IPDDataset.spikes``.
+"""The stimulus' CPU kernels: a batch's Poisson spikes written as the bits the network takes.
 
-The same integer hash as the torch path in :mod:`fastsnn.experiment.stimulus` (murmur3's finaliser
-without its last xor-shift, top 24 bits), fused with the comparison, so a batch is one pass
-over memory instead of a dozen. Bit-identical to the torch path (``tests/test_stimulus.py``).
+Both write the (n T, I) spikes of n samples in :class:`fastsnn.SpikeBits`' layout (bit j of
+``bits[g, i]`` is row 8g + j, rows being (sample, step)) with the spikes of each group of 8 rows, from
+the hashed frozen noise of :mod:`fastsnn.experiment.stimulus` (murmur3's finaliser without its last
+xor-shift, top 24 bits u24; a spike is ``u24 < p * 2^24``):
+
+- :func:`stimulus_bits`, one pass from the angles: ``p = scale * (0.5 (1 + sin theta)) ** power`` for
+  powers 1, 2 and 3 (which torch computes by multiplication), with torch's own sine
+  (:mod:`fastsnn.cpu.torch_sin`), the left ear's (T, A) probabilities shared by the batch and the
+  right ear's angles ``(phase_t + delay_i) + ipd_s`` taken a block of rows at a time;
+- :func:`poisson_bits`, from (n, T, I) probabilities that torch computed (other powers, torch without MKL).
+
+Each is bit-identical to the torch path (``tests/test_stimulus.py``, ``tests/test_stimulus_digests.py``)
+and writes every group of rows alike whatever the thread count.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from numba import prange
+from numba import njit, prange
 
 from fastsnn.cpu import cpu_kernel, sync_threads
+from fastsnn.cpu.torch_sin import mkl_local_threads, vsin
+from fastsnn.ops.spikes.simd import popcount
 
 _M32 = np.uint64(0xFFFFFFFF)
+_MIX1, _MIX2 = np.uint64(0x85EBCA6B), np.uint64(0xC2B2AE35)
+_S8, _S13, _S16 = np.uint64(8), np.uint64(13), np.uint64(16)
+_TWO24, _HALF, _ONE = np.float32(2.0**24), np.float32(0.5), np.float32(1.0)
+LANE_FLOATS = 8192  # right-ear sines a lane takes at once (32 KiB, in L1/L2 while it is read back)
+
+
+@njit(inline="always")
+def noise(key, cell):
+    """u24 of sample key ``key`` and cell ``cell`` (both uint64 holding int32 bits), as float32."""
+    x = key ^ np.uint64(np.uint32(cell))
+    x = ((x ^ (x >> _S16)) * _MIX1) & _M32
+    x = ((x ^ (x >> _S13)) * _MIX2) & _M32
+    return np.float32(x >> _S8)
+
+
+@njit(inline="always")
+def envelope(s, scale, power):
+    """torch's ``scale * (0.5 * (1 + s)) ** power`` in float32 for power 1, 2 or 3 (``b * b``, ``b * b * b``)."""
+    b = (_ONE + s) * _HALF
+    if power == 2:
+        b = b * b
+    elif power == 3:
+        b = b * b * b
+    return scale * b
 
 
 @cpu_kernel
-def poisson_spikes_kernel(keys, table, prob, out):
-    """keys: (n,) int32; table: (T, I) int32; prob: (n, T, I) float32 -> out: (n, T, I) float32 0/1,
-    ``out = (fmix32(key_s ^ table_ti) >> 8) < prob * 2^24``."""
+def left_ear_kernel(phase, delay, scale, power, out):
+    """phase (T,), delay (A,) float32 -> out (T * A,) float32: the probability of fibre i at step t,
+    angle ``phase_t + delay_i``."""
+    T, A = phase.shape[0], delay.shape[0]
+    for t in prange(T):
+        threads = mkl_local_threads(1)
+        for i in range(A):
+            out[t * A + i] = phase[t] + delay[i]
+        vsin(out, out, t * A, A)
+        for i in range(A):
+            out[t * A + i] = envelope(out[t * A + i], scale, power)
+        mkl_local_threads(threads)
+
+
+@cpu_kernel
+def stimulus_bits_kernel(keys, ipd, table, phase, right_delay, left, scale, power, block, bits, counts):
+    """keys (n,) int32, ipd (n,) float32, table (T, I) int32, phase (T,) and right_delay (A,) float32,
+    left (T * A,) float32 (the left ear's probabilities) -> bits (ceil(n T / 8), I) uint8, counts (same
+    rows,) int64. One lane: ``block`` groups of 8 rows; first their right-ear angles and one call of the
+    sine over them, then per row the left ear's and the right ear's spikes."""
+    n = keys.shape[0]
+    T, I = table.shape
+    A = I // 2
+    m = n * T
+    groups = bits.shape[0]
+    for lane in prange(-(-groups // block)):
+        threads = mkl_local_threads(1)
+        g0 = lane * block
+        g1 = min(groups, g0 + block)
+        r0, r1 = 8 * g0, min(m, 8 * g1)
+        right = np.empty((r1 - r0) * A, np.float32)
+        for r in range(r0, r1):
+            s = r // T
+            t = r - s * T
+            o = (r - r0) * A
+            for i in range(A):
+                right[o + i] = (phase[t] + right_delay[i]) + ipd[s]
+        vsin(right, right, 0, (r1 - r0) * A)
+        for g in range(g0, g1):
+            row = bits[g]
+            row[:] = 0
+            for j in range(min(8, m - 8 * g)):
+                r = 8 * g + j
+                s = r // T
+                t = r - s * T
+                key = np.uint64(np.uint32(keys[s]))
+                cells = table[t]
+                o = (r - r0) * A
+                for i in range(A):
+                    row[i] |= np.uint8(noise(key, cells[i]) < left[t * A + i] * _TWO24) << np.uint8(j)
+                for i in range(A):
+                    p = envelope(right[o + i], scale, power)
+                    row[A + i] |= np.uint8(noise(key, cells[A + i]) < p * _TWO24) << np.uint8(j)
+            counts[g] = popcount(row)
+        mkl_local_threads(threads)
+
+
+@cpu_kernel
+def poisson_bits_kernel(keys, table, prob, bits, counts):
+    """keys (n,) int32, table (T, I) int32, prob (n, T, I) float32 -> bits (ceil(n T / 8), I) uint8 and
+    counts (same rows,) int64."""
     n, T, I = prob.shape
-    m1, m2 = np.uint64(0x85EBCA6B), np.uint64(0xC2B2AE35)
-    for s in prange(n):
-        key = np.uint64(np.uint32(keys[s]))
-        for t in range(T):
+    m = n * T
+    for g in prange(bits.shape[0]):
+        row = bits[g]
+        row[:] = 0
+        for j in range(min(8, m - 8 * g)):
+            r = 8 * g + j
+            s = r // T
+            t = r - s * T
+            key = np.uint64(np.uint32(keys[s]))
             for i in range(I):
-                x = key ^ np.uint64(np.uint32(table[t, i]))
-                x = ((x ^ (x >> np.uint64(16))) * m1) & _M32
-                x = ((x ^ (x >> np.uint64(13))) * m2) & _M32
-                out[s, t, i] = 1.0 if np.float64(x >> np.uint64(8)) < np.float64(prob[s, t, i]) * 16777216.0 else 0.0
+                row[i] |= np.uint8(noise(key, table[t, i]) < prob[s, t, i] * _TWO24) << np.uint8(j)
+        counts[g] = popcount(row)
 
 
-def poisson_spikes(keys: torch.Tensor, table: torch.Tensor, prob: torch.Tensor) -> torch.Tensor:
-    """keys (n,) int32, table (T, I) int32, prob (n, T, I) float32 -> (n, T, I) float32 spikes."""
-    out = torch.empty(prob.shape, dtype=torch.float32)
+def _outputs(rows: int, inputs: int) -> tuple[torch.Tensor, torch.Tensor]:
+    groups = -(-rows // 8)
+    return torch.empty(groups, inputs, dtype=torch.uint8), torch.empty(groups, dtype=torch.int64)
+
+
+def stimulus_bits(keys: torch.Tensor, ipd: torch.Tensor, table: torch.Tensor, phase: torch.Tensor,
+                  delays: torch.Tensor, scale: float, power: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """keys (n,) int32, ipd (n,) float32, table (T, I) int32, phase (T,) float32, delays (2, A) float32
+    (each ear's), scale: float32-rounded, power 1, 2 or 3 -> (bits (ceil(n T / 8), I) uint8, spikes per
+    group of 8 rows (same,) int64). Needs :func:`fastsnn.cpu.torch_sin.available`."""
+    T, inputs = table.shape
+    a = inputs // 2
+    bits, counts = _outputs(len(keys) * T, inputs)
+    scale = np.float32(scale)
+    threads = sync_threads()
+    left = np.empty(T * a, np.float32)
+    left_ear_kernel(phase.numpy(), delays[0].contiguous().numpy(), scale, power, left)
+    block = max(1, min(LANE_FLOATS // (8 * a), -(-bits.shape[0] // (4 * threads))))
+    if len(bits):
+        stimulus_bits_kernel(keys.contiguous().numpy(), ipd.contiguous().numpy(), table.numpy(), phase.numpy(),
+                             delays[1].contiguous().numpy(), left, scale, power, block, bits.numpy(), counts.numpy())
+    return bits, counts
+
+
+def poisson_bits(keys: torch.Tensor, table: torch.Tensor, prob: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """keys (n,) int32, table (T, I) int32, prob (n, T, I) float32 -> (bits, spikes per group of 8 rows)."""
+    n, T, inputs = prob.shape
+    bits, counts = _outputs(n * T, inputs)
     sync_threads()
-    poisson_spikes_kernel(keys.contiguous().numpy(), table.contiguous().numpy(), prob.contiguous().numpy(),
-                          out.numpy())
-    return out
+    poisson_bits_kernel(keys.contiguous().numpy(), table.contiguous().numpy(), prob.contiguous().numpy(),
+                        bits.numpy(), counts.numpy())
+    return bits, counts
