@@ -176,9 +176,10 @@ def test_kernel_probabilities_are_torch_probabilities(power):
     config = StimulusConfig(anf_per_ear=1, steps=200_000, tone_hz=1.0, envelope_power=power, rate_max_hz=730.0)
     data = IPDDataset(torch.zeros(1, dtype=torch.float64), torch.zeros(1, dtype=torch.int32), config)
     phase, delays = data.angles(0.37)
-    out = torch.empty(config.steps)
+    out = torch.empty(config.steps, 1)
     left_ear_kernel(phase.numpy(), delays[0].contiguous().numpy(), np.float32(0.73), int(power), out.numpy())
-    assert torch.equal(out.view(torch.int32), data.spike_probability(torch.arange(1), 0.37)[0, :, 0].view(torch.int32))
+    assert torch.equal(out[:, 0].view(torch.int32),
+                       data.spike_probability(torch.arange(1), 0.37)[0, :, 0].view(torch.int32))
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -25,20 +25,20 @@ from fastsnn.cpu import cpu_kernel, sync_threads
 from fastsnn.cpu.torch_sin import mkl_local_threads, vsin
 from fastsnn.ops.spikes.simd import popcount
 
-_M32 = np.uint64(0xFFFFFFFF)
-_MIX1, _MIX2 = np.uint64(0x85EBCA6B), np.uint64(0xC2B2AE35)
-_S8, _S13, _S16 = np.uint64(8), np.uint64(13), np.uint64(16)
+_MIX1, _MIX2 = np.uint32(0x85EBCA6B), np.uint32(0xC2B2AE35)
+_S8, _S13, _S16 = np.uint32(8), np.uint32(13), np.uint32(16)
 _TWO24, _HALF, _ONE = np.float32(2.0**24), np.float32(0.5), np.float32(1.0)
-LANE_FLOATS = 8192  # right-ear sines a lane takes at once (32 KiB, in L1/L2 while it is read back)
+LANE_SINES = 8192  # right-ear sines a lane computes at once (32 KiB: in cache while its rows read them back)
 
 
 @njit(inline="always")
 def noise(key, cell):
-    """u24 of sample key ``key`` and cell ``cell`` (both uint64 holding int32 bits), as float32."""
-    x = key ^ np.uint64(np.uint32(cell))
-    x = ((x ^ (x >> _S16)) * _MIX1) & _M32
-    x = ((x ^ (x >> _S13)) * _MIX2) & _M32
-    return np.float32(x >> _S8)
+    """u24 of sample key ``key`` (uint32) and cell ``cell`` (int32 bits), as float32. Every step is cast back
+    to uint32 (numba computes in 64 bits), so that LLVM narrows the loop to 32-bit lanes."""
+    x = np.uint32(key ^ np.uint32(cell))
+    x = np.uint32(np.uint32(x ^ (x >> _S16)) * _MIX1)
+    x = np.uint32(np.uint32(x ^ (x >> _S13)) * _MIX2)
+    return np.float32(np.int32(x >> _S8))
 
 
 @njit(inline="always")
@@ -54,25 +54,28 @@ def envelope(s, scale, power):
 
 @cpu_kernel
 def left_ear_kernel(phase, delay, scale, power, out):
-    """phase (T,), delay (A,) float32 -> out (T * A,) float32: the probability of fibre i at step t,
+    """phase (T,), delay (A,) float32 -> out (T, A) float32: the probability of fibre i at step t,
     angle ``phase_t + delay_i``."""
-    T, A = phase.shape[0], delay.shape[0]
+    T, A = out.shape
+    flat = out.reshape(T * A)
     for t in prange(T):
         threads = mkl_local_threads(1)
+        row = out[t]
         for i in range(A):
-            out[t * A + i] = phase[t] + delay[i]
-        vsin(out, out, t * A, A)
+            row[i] = phase[t] + delay[i]
+        vsin(flat, flat, t * A, A)
         for i in range(A):
-            out[t * A + i] = envelope(out[t * A + i], scale, power)
+            row[i] = envelope(row[i], scale, power)
         mkl_local_threads(threads)
 
 
 @cpu_kernel
 def stimulus_bits_kernel(keys, ipd, table, phase, right_delay, left, scale, power, block, bits, counts):
     """keys (n,) int32, ipd (n,) float32, table (T, I) int32, phase (T,) and right_delay (A,) float32,
-    left (T * A,) float32 (the left ear's probabilities) -> bits (ceil(n T / 8), I) uint8, counts (same
+    left (T, A) float32 (the left ear's probabilities) -> bits (ceil(n T / 8), I) uint8, counts (same
     rows,) int64. One lane: ``block`` groups of 8 rows; first their right-ear angles and one call of the
-    sine over them, then per row the left ear's and the right ear's spikes."""
+    sine over them, then per row the left ear's and the right ear's spikes. (Row views, not flat
+    indices: numba's index arithmetic would keep the loops from vectorising.)"""
     n = keys.shape[0]
     T, I = table.shape
     A = I // 2
@@ -83,14 +86,15 @@ def stimulus_bits_kernel(keys, ipd, table, phase, right_delay, left, scale, powe
         g0 = lane * block
         g1 = min(groups, g0 + block)
         r0, r1 = 8 * g0, min(m, 8 * g1)
-        right = np.empty((r1 - r0) * A, np.float32)
+        flat = np.empty((r1 - r0) * A, np.float32)
+        sines = flat.reshape((r1 - r0, A))
         for r in range(r0, r1):
             s = r // T
             t = r - s * T
-            o = (r - r0) * A
+            angle = sines[r - r0]
             for i in range(A):
-                right[o + i] = (phase[t] + right_delay[i]) + ipd[s]
-        vsin(right, right, 0, (r1 - r0) * A)
+                angle[i] = (phase[t] + right_delay[i]) + ipd[s]
+        vsin(flat, flat, 0, (r1 - r0) * A)
         for g in range(g0, g1):
             row = bits[g]
             row[:] = 0
@@ -98,14 +102,14 @@ def stimulus_bits_kernel(keys, ipd, table, phase, right_delay, left, scale, powe
                 r = 8 * g + j
                 s = r // T
                 t = r - s * T
-                key = np.uint64(np.uint32(keys[s]))
-                cells = table[t]
-                o = (r - r0) * A
+                key = np.uint32(keys[s])
+                cells, p_left, sine = table[t], left[t], sines[r - r0]
+                shift = np.uint8(j)
                 for i in range(A):
-                    row[i] |= np.uint8(noise(key, cells[i]) < left[t * A + i] * _TWO24) << np.uint8(j)
+                    row[i] |= np.uint8(noise(key, cells[i]) < p_left[i] * _TWO24) << shift
                 for i in range(A):
-                    p = envelope(right[o + i], scale, power)
-                    row[A + i] |= np.uint8(noise(key, cells[A + i]) < p * _TWO24) << np.uint8(j)
+                    p = envelope(sine[i], scale, power)
+                    row[A + i] |= np.uint8(noise(key, cells[A + i]) < p * _TWO24) << shift
             counts[g] = popcount(row)
         mkl_local_threads(threads)
 
@@ -123,7 +127,7 @@ def poisson_bits_kernel(keys, table, prob, bits, counts):
             r = 8 * g + j
             s = r // T
             t = r - s * T
-            key = np.uint64(np.uint32(keys[s]))
+            key = np.uint32(keys[s])
             for i in range(I):
                 row[i] |= np.uint8(noise(key, table[t, i]) < prob[s, t, i] * _TWO24) << np.uint8(j)
         counts[g] = popcount(row)
@@ -144,12 +148,11 @@ def stimulus_bits(keys: torch.Tensor, ipd: torch.Tensor, table: torch.Tensor, ph
     bits, counts = _outputs(len(keys) * T, inputs)
     scale = np.float32(scale)
     threads = sync_threads()
-    left = np.empty(T * a, np.float32)
+    left = np.empty((T, a), np.float32)
     left_ear_kernel(phase.numpy(), delays[0].contiguous().numpy(), scale, power, left)
-    block = max(1, min(LANE_FLOATS // (8 * a), -(-bits.shape[0] // (4 * threads))))
-    if len(bits):
-        stimulus_bits_kernel(keys.contiguous().numpy(), ipd.contiguous().numpy(), table.numpy(), phase.numpy(),
-                             delays[1].contiguous().numpy(), left, scale, power, block, bits.numpy(), counts.numpy())
+    block = max(1, min(LANE_SINES // (8 * a), -(-len(bits) // (4 * threads))))
+    stimulus_bits_kernel(keys.contiguous().numpy(), ipd.contiguous().numpy(), table.numpy(), phase.numpy(),
+                         delays[1].contiguous().numpy(), left, scale, power, block, bits.numpy(), counts.numpy())
     return bits, counts
 
 
