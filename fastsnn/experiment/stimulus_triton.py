@@ -20,7 +20,7 @@ import triton.language as tl
 BLOCK_G, BLOCK_K = 4, 64  # groups of 8 rows x fibres per program: 32 x 64 values a step of j
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["M", "T"])
 def stimulus_bits_kernel(keys, ipd, table, phase, delays, scale, bits, M, T, K, A, POWER: tl.constexpr,
                          BLOCK_G: tl.constexpr, BLOCK_K: tl.constexpr):
     """keys (n,) int32, ipd (n,) float32, table (T, K) int32, phase (T,) float32, delays (2 A = K,) float32
