@@ -31,7 +31,6 @@ from fastsnn.cpu.cache import module_cached
 from fastsnn.cpu.threads import auto_threads, using_threads
 from fastsnn.ops import cpu_kernels_cached, resolve_backend
 
-from . import plots
 from .config import RunConfig
 from .evaluate import Evaluation, evaluate
 from .files import TMP_PREFIX, atomic_write, locked, replacing
@@ -233,8 +232,18 @@ def _write_history(path: Path, history: list[dict]) -> None:
 
 
 def _figures(out: Path, label: str, result: Evaluation, num_classes: int) -> None:
+    from . import plots  # matplotlib (~1 s to import) only once a run draws, not before its first epoch
+
     _save(out, f"ipd_hist_{label}.png", lambda path: plots.ipd_histogram(result, num_classes, path, label))
     _save(out, f"confusion_{label}.png", lambda path: plots.confusion_matrix(result, path, label))
+
+
+def _run_figures(out: Path, config: RunConfig, history: list[dict]) -> None:
+    from . import plots
+
+    figures = generator(config.train.seed, "figures")
+    _save(out, "inputs.png", lambda path: plots.input_rasters(config.stimulus, path, figures))
+    _save(out, "loss.png", lambda path: plots.loss_curves(history, path))
 
 
 def _kernels_cached(backend: str, delays: bool = False) -> bool:
@@ -306,8 +315,7 @@ def train_run(config: RunConfig, out: Path | None = None, progress: bool = True,
         checkpoint = {"config": config.to_dict(), "state_dict": model.state_dict(), "metrics": metrics}
         _save(out, "checkpoint.pt", lambda path: torch.save(checkpoint, path))
         _save(out, "history.csv", lambda path: _write_history(path, result.history))
-        _save(out, "inputs.png", lambda path: plots.input_rasters(config.stimulus, path, generator(tc.seed, "figures")))
-        _save(out, "loss.png", lambda path: plots.loss_curves(result.history, path))
+        _run_figures(out, config, result.history)
         _figures(out, "train", on_train, config.stimulus.num_classes)
         _figures(out, "test", on_test, config.stimulus.num_classes)
         metrics["wall_seconds"] = elapsed()
