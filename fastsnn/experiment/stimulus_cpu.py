@@ -6,9 +6,10 @@ the hashed frozen noise of :mod:`fastsnn.experiment.stimulus` (murmur3's finalis
 xor-shift, top 24 bits u24; a spike is ``u24 < p * 2^24``):
 
 - :func:`stimulus_bits`, one pass from the angles: ``p = scale * (0.5 (1 + sin theta)) ** power`` for
-  powers 1, 2 and 3 (which torch computes by multiplication), with torch's own sine
-  (:mod:`fastsnn.cpu.torch_sin`), the left ear's (T, A) probabilities shared by the batch and the
-  right ear's angles ``(phase_t + delay_i) + ipd_s`` taken a block of rows at a time;
+  powers 1, 2 and 3 (which torch computes by multiplication), the sine being torch's own
+  (:mod:`fastsnn.cpu.torch_sin`): exact (MKL) for the left ear's (T, A) probabilities, shared by the
+  batch; for the right ear's angles ``(phase_t + delay_i) + ipd_s``, bounds that decide the spike
+  unless the noise falls between the bounds' probabilities, when the row takes the exact sine;
 - :func:`poisson_bits`, from (n, T, I) probabilities that torch computed (other powers, torch without MKL).
 
 Each is bit-identical to the torch path (``tests/test_stimulus.py``, ``tests/test_stimulus_digests.py``)
@@ -22,13 +23,12 @@ import torch
 from numba import njit, prange
 
 from fastsnn.cpu import cpu_kernel, sync_threads
-from fastsnn.cpu.torch_sin import mkl_local_threads, vsin
+from fastsnn.cpu.torch_sin import bracket, mkl_local_threads, vsin
 from fastsnn.ops.spikes.simd import popcount
 
 _MIX1, _MIX2 = np.uint32(0x85EBCA6B), np.uint32(0xC2B2AE35)
 _S8, _S13, _S16 = np.uint32(8), np.uint32(13), np.uint32(16)
 _TWO24, _HALF, _ONE = np.float32(2.0**24), np.float32(0.5), np.float32(1.0)
-LANE_SINES = 8192  # right-ear sines a lane computes at once (32 KiB: in cache while its rows read them back)
 
 
 @njit(inline="always")
@@ -70,48 +70,57 @@ def left_ear_kernel(phase, delay, scale, power, out):
 
 
 @cpu_kernel
-def stimulus_bits_kernel(keys, ipd, table, phase, right_delay, left, scale, power, block, bits, counts):
+def stimulus_bits_kernel(keys, ipd, table, phase, right_delay, left, scale, power, bits, counts):
     """keys (n,) int32, ipd (n,) float32, table (T, I) int32, phase (T,) and right_delay (A,) float32,
     left (T, A) float32 (the left ear's probabilities) -> bits (ceil(n T / 8), I) uint8, counts (same
-    rows,) int64. One lane: ``block`` groups of 8 rows; first their right-ear angles and one call of the
-    sine over them, then per row the left ear's and the right ear's spikes. (Row views, not flat
-    indices: numba's index arithmetic would keep the loops from vectorising.)"""
+    rows,) int64. One lane: a group of 8 rows.
+
+    The right ear's probability is monotone in the sine, so its spike is decided from the sine's
+    bounds (:func:`~fastsnn.cpu.torch_sin.bracket`) unless the noise falls between the probabilities of
+    the two bounds (about one value in a million); a row holding such a value is redone with the exact
+    sine (:func:`exact_row`). (Row views, not flat indices: numba's index arithmetic keeps loops from
+    vectorising.)"""
     n = keys.shape[0]
     T, I = table.shape
     A = I // 2
     m = n * T
-    groups = bits.shape[0]
-    for lane in prange(-(-groups // block)):
-        threads = mkl_local_threads(1)
-        g0 = lane * block
-        g1 = min(groups, g0 + block)
-        r0, r1 = 8 * g0, min(m, 8 * g1)
-        flat = np.empty((r1 - r0) * A, np.float32)
-        sines = flat.reshape((r1 - r0, A))
-        for r in range(r0, r1):
+    for g in prange(bits.shape[0]):
+        row = bits[g]
+        row[:] = 0
+        for j in range(min(8, m - 8 * g)):
+            r = 8 * g + j
             s = r // T
             t = r - s * T
-            angle = sines[r - r0]
+            key = np.uint32(keys[s])
+            cells, p_left, right = table[t], left[t], table[t, A:]
+            shift = np.uint8(j)
             for i in range(A):
-                angle[i] = (phase[t] + right_delay[i]) + ipd[s]
-        vsin(flat, flat, 0, (r1 - r0) * A)
-        for g in range(g0, g1):
-            row = bits[g]
-            row[:] = 0
-            for j in range(min(8, m - 8 * g)):
-                r = 8 * g + j
-                s = r // T
-                t = r - s * T
-                key = np.uint32(keys[s])
-                cells, p_left, sine = table[t], left[t], sines[r - r0]
-                shift = np.uint8(j)
-                for i in range(A):
-                    row[i] |= np.uint8(noise(key, cells[i]) < p_left[i] * _TWO24) << shift
-                for i in range(A):
-                    p = envelope(sine[i], scale, power)
-                    row[A + i] |= np.uint8(noise(key, cells[A + i]) < p * _TWO24) << shift
-            counts[g] = popcount(row)
-        mkl_local_threads(threads)
+                row[i] |= np.uint8(noise(key, cells[i]) < p_left[i] * _TWO24) << shift
+            unsure = False
+            for i in range(A):
+                lo, hi = bracket((phase[t] + right_delay[i]) + ipd[s])
+                u = noise(key, right[i])
+                p_lo = envelope(lo, scale, power) * _TWO24
+                row[A + i] |= np.uint8(u < p_lo) << shift
+                unsure |= (u >= p_lo) & (u < envelope(hi, scale, power) * _TWO24)
+            if unsure:
+                exact_row(key, right, phase[t], right_delay, ipd[s], scale, power, shift, row[A:])
+        counts[g] = popcount(row)
+
+
+@njit
+def exact_row(key, cells, phase, delay, ipd, scale, power, shift, row):
+    """Bit ``shift`` of ``row`` (A,) rewritten with the right ear's spikes from the exact sine."""
+    A = row.shape[0]
+    sines = np.empty(A, np.float32)
+    for i in range(A):
+        sines[i] = (phase + delay[i]) + ipd
+    threads = mkl_local_threads(1)
+    vsin(sines, sines, 0, A)
+    mkl_local_threads(threads)
+    for i in range(A):
+        fire = noise(key, cells[i]) < envelope(sines[i], scale, power) * _TWO24
+        row[i] = (row[i] & ~(np.uint8(1) << shift)) | (np.uint8(fire) << shift)
 
 
 @cpu_kernel
@@ -147,12 +156,11 @@ def stimulus_bits(keys: torch.Tensor, ipd: torch.Tensor, table: torch.Tensor, ph
     a = inputs // 2
     bits, counts = _outputs(len(keys) * T, inputs)
     scale = np.float32(scale)
-    threads = sync_threads()
+    sync_threads()
     left = np.empty((T, a), np.float32)
     left_ear_kernel(phase.numpy(), delays[0].contiguous().numpy(), scale, power, left)
-    block = max(1, min(LANE_SINES // (8 * a), -(-len(bits) // (4 * threads))))
     stimulus_bits_kernel(keys.contiguous().numpy(), ipd.contiguous().numpy(), table.numpy(), phase.numpy(),
-                         delays[1].contiguous().numpy(), left, scale, power, block, bits.numpy(), counts.numpy())
+                         delays[1].contiguous().numpy(), left, scale, power, bits.numpy(), counts.numpy())
     return bits, counts
 
 
