@@ -42,6 +42,13 @@ def noise(key, cell):
 
 
 @njit(inline="always")
+def sample_step(r, T):
+    """Row r of the (n T, I) spikes -> (sample, step)."""
+    s = r // T
+    return s, r - s * T
+
+
+@njit(inline="always")
 def envelope(s, scale, power):
     """torch's ``scale * (0.5 * (1 + s)) ** power`` in float32 for power 1, 2 or 3 (``b * b``, ``b * b * b``)."""
     b = (_ONE + s) * _HALF
@@ -88,9 +95,7 @@ def stimulus_bits_kernel(keys, ipd, table, phase, right_delay, left, scale, powe
         row = bits[g]
         row[:] = 0
         for j in range(min(8, m - 8 * g)):
-            r = 8 * g + j
-            s = r // T
-            t = r - s * T
+            s, t = sample_step(8 * g + j, T)
             key = np.uint32(keys[s])
             cells, p_left, right = table[t], left[t], table[t, A:]
             shift = np.uint8(j)
@@ -133,12 +138,11 @@ def poisson_bits_kernel(keys, table, prob, bits, counts):
         row = bits[g]
         row[:] = 0
         for j in range(min(8, m - 8 * g)):
-            r = 8 * g + j
-            s = r // T
-            t = r - s * T
+            s, t = sample_step(8 * g + j, T)
+            cells, p = table[t], prob[s, t]  # row views: the loop vectorises
             key = np.uint32(keys[s])
             for i in range(I):
-                row[i] |= np.uint8(noise(key, table[t, i]) < prob[s, t, i] * _TWO24) << np.uint8(j)
+                row[i] |= np.uint8(noise(key, cells[i]) < p[i] * _TWO24) << np.uint8(j)
         counts[g] = popcount(row)
 
 
