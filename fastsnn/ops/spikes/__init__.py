@@ -178,22 +178,22 @@ def _spike_project(x: Tensor, w: Tensor, backend: str, path: str) -> tuple[Tenso
         from fastsnn.kernels import spikes as kernels
 
         bits, spikes = kernels.pack_count(x)
-        return _project_bits(bits, None, m, w, backend, path, x), bits, spikes
+        return _project_bits(bits, None, -1, m, w, backend, path, x), bits, spikes
     from .cpu import pack_count_cpu
 
     bits, counts = pack_count_cpu(x)
     nonzero, other = counts.sum(0).tolist()
     if other and path == "event":
         raise ValueError("spike_matmul(path='event') needs x of 0/1 spikes; x holds other values (or NaN)")
-    h = x @ w if other else _project_bits(bits, counts[:, 0].contiguous(), m, w, backend, path, x, nonzero)
+    h = x @ w if other else _project_bits(bits, counts[:, 0].contiguous(), nonzero, m, w, backend, path, x)
     return h, bits, torch.tensor(-1 if other else nonzero)
 
 
-def _project_bits(bits: Tensor, counts: Tensor | None, m: int, w: Tensor, backend: str, path: str,
-                  x: Tensor | None = None, spikes: int | None = None) -> Tensor:
+def _project_bits(bits: Tensor, counts: Tensor | None, spikes: int, m: int, w: Tensor, backend: str, path: str,
+                  x: Tensor | None = None) -> Tensor:
     """x @ w (M, N) from the bits of 0/1 x (M, K): by events or, where ``path`` or the CPU's crossover
-    says so, the dense product (of ``x`` if given, else the bits unpacked). CPU: ``counts`` (ceil(M/8),)
-    spikes per group of 8 rows, ``spikes`` their sum (summed here if None)."""
+    says so, the dense product (of ``x`` if given, else the bits unpacked). For the CPU: ``counts``
+    (ceil(M/8),) spikes per group of 8 rows and ``spikes`` their sum (Triton reads neither)."""
     k, n = w.shape
     if backend == "triton":
         if path == "dense":
@@ -203,7 +203,6 @@ def _project_bits(bits: Tensor, counts: Tensor | None, m: int, w: Tensor, backen
         return kernels.event_matmul(bits, w.to(_work_dtype(w.dtype)), m).to(w.dtype)
     from .cpu import event_matmul_cpu
 
-    spikes = int(counts.sum()) if spikes is None else spikes
     if path == "event" or (path == "auto" and event_pays("forward", spikes / max(1, m * k), n)):
         return event_matmul_cpu(bits, counts, w.to(_work_dtype(w.dtype)), m).to(w.dtype)
     return (x if x is not None else _unpack_spikes(bits, m, w.dtype)) @ w
@@ -213,10 +212,10 @@ def _bits_project(x: SpikeBits, w: Tensor, backend: str, path: str) -> tuple[Ten
     """:func:`_spike_project` for spikes already in bits: (h (M, N), spikes: () int64, on the CPU their
     number, else -1)."""
     if backend == "triton":
-        return _project_bits(x.bits, None, x.rows, w, backend, path), torch.tensor(-1)
+        return _project_bits(x.bits, None, -1, x.rows, w, backend, path), torch.tensor(-1)
     counts = x.group_counts()
     spikes = int(counts.sum())
-    return _project_bits(x.bits, counts, x.rows, w, backend, path, None, spikes), torch.tensor(spikes)
+    return _project_bits(x.bits, counts, spikes, x.rows, w, backend, path), torch.tensor(spikes)
 
 
 spike_project = torch.library.custom_op("fastsnn::spike_project", _spike_project, mutates_args=())
