@@ -1,6 +1,7 @@
 """Where an epoch of the default run goes, and its time against the seed notebook's epoch.
 
     python -m bench.epoch [--rounds 3] [--epochs 4] [--threads N] [--run-epochs 10] [--no-seed] [--name SUFFIX]
+                          [--out DIR]
 
 fastsnn (in this process): ``train_run`` on the default configuration for ``--epochs`` epochs, as
 ``fastsnn train`` runs it (per-epoch ``resume.pt`` included), timed inside:
@@ -25,7 +26,7 @@ round: its wall time, split into start-up (process start to the run's start: imp
 
 Threads: ``--threads N`` for both sides; by default fastsnn's own (``auto``) and the seed at the
 machine's core count (``bench/whole_run.py`` runs it so). Writes
-``bench/results/epoch-<cpu>[-SUFFIX].{json,md}``.
+``OUT/epoch-<cpu>[-SUFFIX].{json,md}`` (default OUT: ``bench/results``).
 """
 
 from __future__ import annotations
@@ -210,6 +211,7 @@ def main(argv=None) -> dict:
     p.add_argument("--run-epochs", type=int, default=10, help="epochs of the whole-run process (0: none)")
     p.add_argument("--no-seed", action="store_true", help="fastsnn only")
     p.add_argument("--name", default="", help="suffix of the results files")
+    p.add_argument("--out", type=Path, default=RESULTS, help="folder of the results files")
     args = p.parse_args(argv)
     if args.epochs < 2:
         p.error("--epochs must be at least 2 (the first one is left out)")
@@ -263,7 +265,7 @@ def main(argv=None) -> dict:
                   f"and the rest {med['epochs_other_s']:.2f} + evaluation, figures, checkpoint {med['end_s']:.2f}."]
     table = "\n".join(lines) + "\n"
     print(table)
-    stem = RESULTS / f"epoch-{slug(cpu_name())}{'-' + args.name if args.name else ''}"
+    stem = args.out / f"epoch-{slug(cpu_name())}{'-' + args.name if args.name else ''}"
     write_results(stem, result, table)
     return result
 

@@ -977,7 +977,8 @@ def main(argv=None) -> int:
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(dumps(payload))
     if not args.no_table:
-        from .common import cpu_name
+        sys.path.insert(0, str(ROOT))  # bench/ is not part of the installed package
+        from bench.common import cpu_name
 
         md_path = Path(args.md) if args.md else TABLE.with_suffix(".md")
         md_path.write_text(markdown(payload, f"{cpu_name()} ({os.cpu_count()} cores, shared)"))

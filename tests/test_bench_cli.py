@@ -48,3 +48,15 @@ def test_spike_profile_writes_the_pieces(tmp_path):
     assert 0.15 < row["density"] < 0.3 and row["M"] == 102400 and row["N"] == 30
     table = next(tmp_path.glob("spike-profile-*.md")).read_text()
     assert "step / rest" in table and "packing alone takes" in table
+
+
+def test_epoch_breaks_an_epoch_down(tmp_path):
+    from bench import epoch
+
+    result = epoch.main(["--rounds", "1", "--epochs", "2", "--run-epochs", "0", "--no-seed", "--out", str(tmp_path)])
+    (row,) = result["fastsnn_epochs"]  # the first epoch is left out
+    assert abs(sum(row[part] for part in epoch.PARTS) - row["epoch"]) < 1e-9
+    assert all(row[part] > 0 for part in ("stimulus", "training steps", "validation forwards", "saving"))
+    assert result["ready_inputs_s"]["training steps"] > 0 and result["epoch_over_ready"] > 0
+    table = next(tmp_path.glob("epoch-*.md")).read_text()
+    assert "| stimulus |" in table and "Ready inputs" in table
