@@ -19,6 +19,12 @@
 5. The seed-size training step eagerly and as a CUDA graph replay.
 6. Learnable delays: ``bench.delays --device cuda`` (fastsnn's Triton kernels against a dense conv1d
    and dcls); their equivalence tests, tests/test_delays.py, run in 1.
+7. The stimulus' Triton kernel (fastsnn/experiment/stimulus_triton.py) on CUDA against the torch
+   definition on CUDA, bit for bit, for every phase-offset mode, jitter and envelope power it takes
+   (its sine is tl.sin, which must be the same libdevice function as torch's CUDA sin), and a
+   batch's time against the torch path.
+8. An epoch of the default run on CUDA (``bench.epoch --no-seed``: breakdown, per-epoch time, ready
+   inputs; on CUDA the stimulus' share is not synchronised, the epoch's time is).
 It prints a short table last and writes OUT/gpu_check-<date>.json (``--out``, default runs/bench); the exit status is
 non-zero when a test or a check of 2 fails.
 """
@@ -37,7 +43,7 @@ import torch.nn.functional as F
 
 import fastsnn
 
-from . import delays, report
+from . import delays, epoch, report
 from .common import add_out_option, alternate, machine, save
 from .workloads import ALPHA, WORKLOADS, _network, make_inputs
 
@@ -204,6 +210,39 @@ def graph_step() -> dict:
             "graph_matches_eager": bool(same and torch.allclose(static_loss, eager_loss))}
 
 
+def stimulus_bits_check(samples: int = 512, batch: int = 64) -> dict:
+    """The Triton stimulus kernel against the torch definition (spike_probability, spikes_torch), both on CUDA:
+    bits that differ (must be 0) over several configurations, and one seed batch's time each way."""
+    from fastsnn import SpikeBits
+    from fastsnn.experiment.config import StimulusConfig
+    from fastsnn.experiment.stimulus import IPDDataset
+
+    cases = {"default": ({}, 0.0), "jitter, 37 fibres, 50 steps": (dict(anf_per_ear=37, steps=50), 0.3),
+             "power 3": (dict(envelope_power=3.0, anf_per_ear=8, tone_hz=35.0), 0.1),
+             "power 1": (dict(envelope_power=1.0, steps=7), 0.0),
+             "angles past 125 rad": (dict(steps=400, tone_hz=90.0, anf_per_ear=4), 0.0)}
+    differ, total = {}, 0
+    for name, (config, jitter) in cases.items():
+        data = IPDDataset.random(samples, StimulusConfig(**config), torch.Generator().manual_seed(0), "cuda", jitter)
+        gen = torch.Generator().manual_seed(1)
+        bad = 0
+        for start in range(0, samples, batch):
+            index = torch.arange(start, min(samples, start + batch), device="cuda")
+            offset, noise = data.draw_phase(gen)
+            got = data.spike_bits(index, offset, noise).bits
+            ref = SpikeBits.pack(data.spikes_torch(index, data.spike_probability(index, offset, noise))).bits
+            bad += int((got ^ ref).ne(0).sum())
+            total += ref.numel() * 8
+        differ[name] = bad
+    data = IPDDataset.random(samples, StimulusConfig(), torch.Generator().manual_seed(0), "cuda")
+    index = torch.arange(batch, device="cuda")
+    t = alternate({"triton": lambda: data.spike_bits(index, 0.3),
+                   "torch": lambda: SpikeBits.pack(data.spikes_torch(index, data.spike_probability(index, 0.3)))},
+                  50, "cuda")
+    return {"bits_differ": differ, "bits_compared": total, "ok": not any(differ.values()),
+            "batch_ms": {k: 1e3 * v["median_s"] for k, v in t.items()}}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="seed and bigbatch workloads only in the report")
@@ -222,9 +261,13 @@ def main(argv=None) -> int:
     graph = graph_step()
     # fastsnn-triton vs dense conv1d vs dcls on the GPU
     delays.main(["--device", "cuda", "--repeats", "9", "--out", str(args.out)])
+    stim = stimulus_bits_check()
+    run = epoch.main(["--rounds", "2", "--epochs", "4", "--run-epochs", "3", "--no-seed", "--name", "cuda",
+                      "--out", str(args.out)])
     seed_step = next(r for r in rep["rows"] if r["workload"] == "seed" and r["op"] == "train_step")["median_ms"]
     out = {"machine": machine(), "tests_rc": tests_rc, "lif_family": family, "membrane_probe": probe,
-           "copy_GBps": bw, "lif": lif, "graph_step": graph, "seed_step_ms": seed_step}
+           "copy_GBps": bw, "lif": lif, "graph_step": graph, "seed_step_ms": seed_step, "stimulus": stim,
+           "epoch_s": run["breakdown_median_s"]["epoch"], "epoch_over_ready": run["epoch_over_ready"]}
     save(args.out, f"gpu_check-{date.today().isoformat()}", out)
     seed_ms = seed_step.get("seed")
     print("\n| check | result |\n|---|---|")
@@ -243,7 +286,12 @@ def main(argv=None) -> int:
     print(f"| LIF fwd+bwd T=32 B=64 N=65536 | {lif['fwd_bwd_ms']:.3f} ms, {lif['fwd_bwd_GBps']:.0f} GB/s = "
           f"{100 * lif['fwd_bwd_GBps'] / bw:.0f}% of copy ({bw:.0f} GB/s; goal 70%) |")
     print(f"| LIF forward only | {lif['fwd_ms']:.3f} ms, {lif['fwd_GBps']:.0f} GB/s |")
-    return tests_rc or int(not (family["ok"] and probe["ok"]))
+    print(f"| stimulus kernel on CUDA vs torch, bit for bit | {sum(stim['bits_differ'].values())} of "
+          f"{stim['bits_compared']} bits differ (must be 0): {'ok' if stim['ok'] else 'FAILED ' + str(stim['bits_differ'])};"
+          f" a seed batch {stim['batch_ms']['triton']:.3f} ms (torch {stim['batch_ms']['torch']:.3f} ms) |")
+    print(f"| default run's epoch on CUDA | {out['epoch_s']:.3f} s, {out['epoch_over_ready']:.2f}x its steps and "
+          f"validation forwards on ready inputs |")
+    return tests_rc or int(not (family["ok"] and probe["ok"] and stim["ok"]))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ nor imports Triton or numba.
 __version__ = "0.1.0"
 
 from .ops import BACKENDS, alif, leaky_readout, leaky_readout_sum, lif, spike_matmul  # noqa: E402
-from .ops import delayed_projection  # noqa: E402
+from .ops import SpikeBits, delayed_projection  # noqa: E402
 
 __all__ = ["lif", "alif", "leaky_readout", "leaky_readout_sum", "spike_matmul", "BACKENDS", "__version__"]
-__all__ += ["delayed_projection"]
+__all__ += ["delayed_projection", "SpikeBits"]

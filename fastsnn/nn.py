@@ -114,8 +114,10 @@ class _Projected(nn.Module):
         if x.ndim != 3 or x.shape[2] != self.in_features:
             raise ValueError(f"x must have shape (B, T, {self.in_features}), got {tuple(x.shape)}")
 
-    def project(self, x: torch.Tensor) -> torch.Tensor:
+    def project(self, x: torch.Tensor | ops.SpikeBits) -> torch.Tensor:
         self._check_input(x)
+        if isinstance(x, ops.SpikeBits) and (self.delay is not None or not self.binary_input):
+            x = x.unpack()  # only the spike projection takes bits
         if self.delay is not None:  # training: Gaussian kernels of width sigma; evaluation: rounded delays
             return ops.delayed_projection(x, self.effective_weight(), self.delay, self.sigma if self.training else None,
                                           max_delay=self.max_delay, backend=self.backend)
@@ -206,7 +208,8 @@ class LIF(_Projected):
     ``spike``, ``reset``, ``surrogate``, ``fire``, ``threshold``, ``beta`` and ``detach_reset`` choose the
     member of the LIF family (defaults: the seed's neuron). ``binary_input=True`` declares x to be
     0/1 spikes: the projection then keeps x for the backward as bits instead of floats
-    (:func:`fastsnn.spike_matmul`). ``dendrites`` (a :class:`DendriticFilter` of ``out_features`` units)
+    (:func:`fastsnn.spike_matmul`); x may then come as :class:`fastsnn.SpikeBits`, spikes already packed
+    (unpacked where another projection needs them). ``dendrites`` (a :class:`DendriticFilter` of ``out_features`` units)
     makes the layer filter-and-fire: W then holds ``dendrites.segments`` columns per neuron, and their
     filtered currents, summed per neuron, drive it.
 
@@ -307,6 +310,8 @@ class LeakyReadout(_Projected):
         # One decay for all outputs: sum_t u_t = sum_k c_k (x_k @ W) = (sum_k c_k x_k) @ W, so contract
         # time first, on the narrower input, and skip the (B, T, out) projection and the time loop.
         self._check_input(x)
+        if isinstance(x, ops.SpikeBits):
+            x = x.unpack()
         return torch.matmul(weights, x) @ self.effective_weight()  # (T,) @ (B, T, in): no copy of x, unlike einsum
 
     def time_weights(self, steps: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:

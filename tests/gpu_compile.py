@@ -86,16 +86,22 @@ ARCHS = (80, 90)
 DTYPES = ("fp32", "bf16", "fp16")  # what the time-loop ops take (float64 runs on the CPU kernels only)
 T_STEPS = (1, 16, 17)  # do_not_specialize=["T"]: every T must give the same specialization
 # docs/kernel_contract.md, "Floating-point contraction on the GPU": these launch with enable_fp_fusion=False
-# and must have no FMA (their spikes equal the reference's bit for bit); their backward kernels launch fused
+# and must have no FMA (their spikes equal the reference's bit for bit; the stimulus' equal torch's); their
+# backward kernels launch fused
 # launchers whose kernels hold a tile a program (registers grow with the block): every shape x every flag pattern
 TILED = ("spikes", "delays")
-UNFUSED = ("lif_fwd_kernel", "leaky_readout_fwd_kernel", "leaky_readout_sum_fwd_kernel")
+TIME_UNFUSED = ("lif_fwd_kernel", "leaky_readout_fwd_kernel", "leaky_readout_sum_fwd_kernel")
+UNFUSED = TIME_UNFUSED + ("stimulus_bits_kernel",)
+# kernels of UNFUSED whose only FMAs are their sine's (tl.sin: libdevice's __nv_sinf, the function torch's CUDA
+# sin calls, so the same rounding as torch's; compiled with tl.sin taken out, stimulus_bits_kernel has no FMA):
+# they must still launch with enable_fp_fusion=False, and bench/gpu_check.py compares their bits with torch's
+SINE_FMA = ("stimulus_bits_kernel",)
 FUSED = ("lif_bwd_kernel", "leaky_readout_bwd_kernel", "leaky_readout_sum_bwd_kernel")
-# the time loops (one lane a thread at every block: the kernels of UNFUSED and FUSED): their block shapes
+# the time loops (one lane a thread at every block): their block shapes
 # compile with the longest code path only, which problems() accepts while each of their specializations stays
 # under LANE_REGS_MAX registers a thread (half of the 255 a thread may use; at most 4 warps a program, so the
 # block never lowers that limit)
-LANE_KERNELS = UNFUSED + FUSED
+LANE_KERNELS = TIME_UNFUSED + FUSED
 LANE_REGS_MAX = 128
 # (M, K, N) of a spike projection x (M, K) @ w (K, N): every BLOCK_N of kernels/spikes.py's _block_n
 # (16, 32, 64), N == 1 and M == K == 1 specialized, N a multiple of 16 and not
@@ -249,6 +255,24 @@ def _delays(launch: Launch, T: int) -> None:
         delays_bwd(torch.empty(B, T, O), x, wk, part == "dx", part == "dwk")
 
 
+def _stimulus(launch: Launch, T: int) -> None:
+    """The experiment's stimulus kernel (fastsnn.experiment.stimulus_triton): n samples of T steps and
+    I = 2 A fibres, for each envelope power it takes."""
+    import torch
+
+    from fastsnn.experiment.stimulus_triton import stimulus_bits
+
+    n, I = launch.shape
+    stimulus_bits(torch.empty(n, dtype=torch.int32), torch.empty(n), torch.empty(T, I, dtype=torch.int32),
+                  torch.empty(T), torch.empty(2, I // 2), 0.6, dict(launch.flags)["power"])
+
+
+# (n, I) of a batch's stimulus: one block whatever the shape (the kernel's tile is fixed), so the shapes
+# only vary the integer arguments' specialization (I == 2, a multiple of 16 or neither)
+STIMULUS_SHAPES = [(1, 2), (64, 200), (5, 74)]
+STIMULUS_EXTREMES = [(1, 2), (64, 200)]
+
+
 @dataclass(frozen=True)
 class Launcher:
     call: object  # (Launch, T) -> None: calls the launcher
@@ -278,6 +302,9 @@ LAUNCHERS = {
     # the seed's hidden layer with delays: x (64, 100, 200), W (200, 30)
     "delays": Launcher(_delays, DTYPES, lambda: {"part": ("fwd", "dx", "dwk")}, (64, 100, 200, 30),
                        lambda: DELAY_SHAPES, lambda: DELAY_EXTREMES),
+    # a seed batch: 64 samples x 100 steps x 200 fibres; float32 only (the stimulus' own dtype)
+    "stimulus": Launcher(_stimulus, ("fp32",), lambda: {"power": (1, 2, 3)}, (64, 200),
+                         lambda: STIMULUS_SHAPES, lambda: STIMULUS_EXTREMES),
 }
 
 
@@ -434,15 +461,19 @@ def record(todo: list[Launch], archs, check_T: bool = False) -> tuple[dict, list
     return specs, bad
 
 
+KERNEL_MODULES = ("fastsnn.experiment.stimulus_triton",)  # Triton kernels outside fastsnn.kernels
+
+
 def package_kernels() -> dict:
-    """{module:qualname: JITFunction} of every ``*_kernel`` in fastsnn.kernels."""
+    """{module:qualname: JITFunction} of every ``*_kernel`` in fastsnn.kernels and ``KERNEL_MODULES``."""
     import fastsnn.kernels as pkg
     from triton.runtime.autotuner import Heuristics
     from triton.runtime.jit import JITFunction
 
     out = {}
-    for info in pkgutil.iter_modules(pkg.__path__):
-        mod = importlib.import_module(f"{pkg.__name__}.{info.name}")
+    names = [f"{pkg.__name__}.{info.name}" for info in pkgutil.iter_modules(pkg.__path__)] + list(KERNEL_MODULES)
+    for module in names:
+        mod = importlib.import_module(module)
         for name, obj in vars(mod).items():
             while isinstance(obj, Heuristics):
                 obj = obj.fn
@@ -773,7 +804,8 @@ def problems(payload: dict) -> list[str]:
             add("compile error", row, row["error"])
         elif row["spills"]:
             add("spill", row, f"stack {row['stack_bytes']} B, local {row['local_bytes']} B")
-        elif row["kernel"] in UNFUSED and (row["enable_fp_fusion"] or row["ptx_fma"] or row["sass_ffma"]):
+        elif row["kernel"] in UNFUSED and (row["enable_fp_fusion"] or (row["kernel"] not in SINE_FMA
+                                                                     and (row["ptx_fma"] or row["sass_ffma"]))):
             add("FMA in a forward kernel that must round as the reference", row,
                 f"enable_fp_fusion={row['enable_fp_fusion']}, {row['ptx_fma']} fma.f32 in the PTX, "
                 f"{row['sass_ffma']} FFMA in the SASS")
@@ -945,7 +977,8 @@ def main(argv=None) -> int:
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(dumps(payload))
     if not args.no_table:
-        from .common import cpu_name
+        sys.path.insert(0, str(ROOT))  # bench/ is not part of the installed package
+        from bench.common import cpu_name
 
         md_path = Path(args.md) if args.md else TABLE.with_suffix(".md")
         md_path.write_text(markdown(payload, f"{cpu_name()} ({os.cpu_count()} cores, shared)"))

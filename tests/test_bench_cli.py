@@ -77,7 +77,7 @@ def test_a_seed_script_that_is_not_there_is_an_error(tmp_path, capsys):
     assert f"--seed-script {tmp_path / 'nope.py'}: no such file" in capsys.readouterr().err
 
 
-SCRIPTS = ["ab_step", "delays", "docs_figures", "family", "gpu_check", "peer_step", "peers", "report",
+SCRIPTS = ["ab_step", "delays", "docs_figures", "epoch", "family", "gpu_check", "peer_step", "peers", "report",
            "spike_crossover", "spike_profile", "stimulus", "threads", "variants", "whole_run"]
 
 
@@ -90,3 +90,15 @@ def test_every_script_imports_and_explains_itself(name, capsys):
     with pytest.raises(SystemExit) as exit_:
         module.main(["--help"])
     assert exit_.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+def test_epoch_breaks_an_epoch_down(tmp_path):
+    from bench import epoch
+
+    result = epoch.main(["--rounds", "1", "--epochs", "2", "--run-epochs", "0", "--no-seed", "--out", str(tmp_path)])
+    (row,) = result["fastsnn_epochs"]  # the first epoch is left out
+    assert abs(sum(row[part] for part in epoch.PARTS) - row["epoch"]) < 1e-9
+    assert all(row[part] > 0 for part in ("stimulus", "training steps", "validation forwards", "saving"))
+    assert result["ready_inputs_s"]["training steps"] > 0 and result["epoch_over_ready"] > 0
+    table = next(tmp_path.glob("epoch-*.md")).read_text()
+    assert "| stimulus |" in table and "Ready inputs" in table

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import fastsnn.experiment.plots
 import fastsnn.experiment.run
 from fastsnn.experiment.cli import main
 from fastsnn.experiment.run import dataset, load_run_config
@@ -113,7 +114,7 @@ def test_a_crash_while_writing_results_resumes(uninterrupted, tmp_path, monkeypa
     def crash(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr(fastsnn.experiment.run.plots, "loss_curves", crash)
+    monkeypatch.setattr(fastsnn.experiment.plots, "loss_curves", crash)
     with pytest.raises(SystemExit):
         main(["train", *RUN, "--out", str(out)])
     assert "metrics.json" not in own_files(out) and "resume.pt" in own_files(out)

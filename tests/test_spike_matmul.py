@@ -277,3 +277,72 @@ def test_no_gradient_needed_still_projects_by_events():
     assert not out.requires_grad
     assert_product("h", out, (x.double() @ w.double()).float(), torch.float32)
     assert spike_matmul(x, w.detach(), path="event").grad_fn is None
+
+
+# --- spikes that arrive as bits (SpikeBits) ----------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("shape", [(4, 11, 13), (3, 100, 200), (7, 1), (1, 1, 1)], ids=str)
+@pytest.mark.parametrize("path", ["auto", "event", "dense"])
+def test_spike_bits_project_as_the_tensor_does(backend, device, shape, path):
+    """Same forward bits, same saved bits and count, same weight gradient as x itself: only the packing pass is gone."""
+    x = spikes(*shape, seed=3).to(device)
+    w = torch.randn(shape[-1], 9, generator=torch.Generator().manual_seed(4)).to(device)
+    g = torch.randn(*shape[:-1], 9, generator=torch.Generator().manual_seed(5)).to(device)
+    packed = spikes_op.SpikeBits.pack(x)
+    assert packed.shape == x.shape and packed.ndim == x.ndim and torch.equal(packed.unpack(), x)
+    outs = []
+    for given in (x, packed):
+        wg = w.clone().requires_grad_()
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+            out = spike_matmul(given, wg, backend=backend, path=path)
+        out.backward(g)
+        with torch.no_grad():
+            plain = spike_matmul(given, w, backend=backend, path=path)
+        outs.append((out.detach(), wg.grad, plain, [s for s in saved if s.dtype == torch.uint8]))
+    (out, dw, plain, bits), (out_b, dw_b, plain_b, bits_b) = outs
+    assert torch.equal(out, out_b) and torch.equal(dw, dw_b) and torch.equal(plain, plain_b)
+    assert len(bits) == len(bits_b) == 1 and torch.equal(bits[0], bits_b[0])
+
+
+def test_spike_bits_counts_and_checks():
+    x = spikes(5, 13, 7, seed=6)
+    packed = spikes_op.SpikeBits.pack(x)
+    expected = x.reshape(-1, 7)
+    expected = torch.cat([expected, expected.new_zeros(-len(expected) % 8, 7)]).view(-1, 8, 7).sum((1, 2)).long()
+    assert torch.equal(packed.counts, expected)
+    uncounted = spikes_op.SpikeBits(packed.bits, x.shape)
+    assert torch.equal(uncounted.group_counts(), expected)
+    assert torch.equal(spike_matmul(uncounted, torch.ones(7, 2)), x @ torch.ones(7, 2))
+    with pytest.raises(ValueError, match="0/1"):
+        spikes_op.SpikeBits.pack(x * 0.5)
+    with pytest.raises(ValueError, match=r"bits must be uint8 of shape \(9, 7\)"):
+        spikes_op.SpikeBits(packed.bits[1:], x.shape)
+    with pytest.raises(ValueError, match="counts must be int64 of shape"):
+        spikes_op.SpikeBits(packed.bits, x.shape, packed.counts[1:])
+    with pytest.raises(ValueError, match="K = w.shape"):
+        spike_matmul(packed, torch.ones(6, 2))
+    with pytest.raises(TypeError, match="one dtype"):
+        spike_matmul(packed, torch.ones(7, 2, dtype=torch.float64))
+    assert torch.equal(spike_matmul(packed, torch.ones(7, 2), backend="reference"), x @ torch.ones(7, 2))
+
+
+def test_layers_take_spike_bits():
+    """The LIF layer projects SpikeBits by events, other projections (delays, the readout's time
+    contraction, the reference backend) unpack them: every output and gradient equals x's."""
+    from fastsnn.nn import LIF, LeakyReadout
+
+    x = spikes(3, 20, 16, seed=7)
+    packed = spikes_op.SpikeBits.pack(x)
+    for make in (lambda: LIF(16, 5, binary_input=True, generator=torch.Generator().manual_seed(0)),
+                 lambda: LIF(16, 5, backend="reference", generator=torch.Generator().manual_seed(0)),
+                 lambda: LIF(16, 5, binary_input=True, max_delay=3, generator=torch.Generator().manual_seed(0)),
+                 lambda: LeakyReadout(16, 4, binary_input=True, generator=torch.Generator().manual_seed(0))):
+        results = []
+        for given in (x, packed):
+            layer = make()
+            out = layer.time_sum(given) if isinstance(layer, LeakyReadout) else layer(given)
+            out.sum().backward()
+            results.append((out.detach(), layer.weight.grad))
+        assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])

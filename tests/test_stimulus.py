@@ -2,11 +2,17 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
+from numba import njit
 
+from fastsnn import SpikeBits
+from fastsnn.cpu import torch_sin
+from fastsnn.cpu.torch_sin import bracket, vsin
 from fastsnn.experiment.config import StimulusConfig
 from fastsnn.experiment.stimulus import IPDDataset, class_midpoints, discretise
+from fastsnn.experiment.stimulus_cpu import left_ear_kernel
 
 
 def dataset(n=64, seed=0, **config):
@@ -96,10 +102,10 @@ def test_phase_offset_per_pass_or_per_batch(mode):
     data = constant_dataset(64, 0.3, phase_offset=mode)
     batches = list(data.batches(16, torch.Generator().manual_seed(0), shuffle=False))
     assert len(batches) == 4
-    same = [torch.equal(batches[0].x[0], b.x[0]) for b in batches[1:]]
+    same = [torch.equal(batches[0].x.unpack()[0], b.x.unpack()[0]) for b in batches[1:]]
     assert all(same) if mode == "per_pass" else not any(same)
     next_pass = next(data.batches(16, torch.Generator().manual_seed(1)))
-    assert not torch.equal(batches[0].x[0], next_pass.x[0])  # a new pass draws a new offset
+    assert not torch.equal(batches[0].x.unpack()[0], next_pass.x.unpack()[0])  # a new pass draws a new offset
 
 
 def test_batches_cover_every_sample_once_with_a_short_last_batch():
@@ -136,11 +142,108 @@ def test_random_ipds_are_uniform_in_range():
     assert (counts - 20000 / 12).abs().max() < 5 * math.sqrt(20000 / 12)
 
 
-@pytest.mark.parametrize("anf", [1, 37, 100])
-def test_cpu_kernel_equals_the_torch_path(anf):
-    data = dataset(300, anf_per_ear=anf)
-    index = torch.randperm(300, generator=torch.Generator().manual_seed(5))[:77]
-    prob = data.spike_probability(index, 0.61)
-    fused = data.spikes(index, 0.61)
-    assert torch.equal(fused, data.spikes_torch(index, prob))
-    assert 0.15 < fused.mean() < 0.3
+# --- the kernels against the torch definition ----------------------------------------------------------------
+
+def reference_bits(data, index, offset, jitter=None):
+    """The spikes of the torch operations (spike_probability, spikes_torch), packed."""
+    return SpikeBits.pack(data.spikes_torch(index, data.spike_probability(index, offset, jitter)))
+
+
+@njit
+def _vsin(x, out):
+    vsin(x, out, 0, len(x))
+
+
+@pytest.mark.skipif(not torch_sin.available(), reason="torch without MKL: the CPU stimulus uses torch's sine")
+def test_kernel_sine_is_torch_sine_on_a_dense_grid():
+    """Every 101st float32 of [0, 64] and of [-4, 0], and every float32 within 2^12 ulps of the multiples of
+    pi/2 there (the stimulus' angles lie in [-pi/2 - jitter, ~22] at the defaults): the same bits as torch."""
+    positive = torch.arange(0, int(torch.tensor(64.0).view(torch.int32)), 101, dtype=torch.int32)
+    negative = torch.arange(0, int(torch.tensor(4.0).view(torch.int32)), 101, dtype=torch.int32) | -2**31
+    turns = (torch.arange(-2, 41) * (math.pi / 2)).float().view(torch.int32)
+    near = (turns[:, None] + torch.arange(-4096, 4097, dtype=torch.int32)).ravel()
+    x = torch.cat([positive, negative, near]).view(torch.float32)
+    out = torch.empty_like(x)
+    _vsin(x.numpy(), out.numpy())
+    assert torch.equal(out.view(torch.int32), torch.sin(x).view(torch.int32))
+
+
+@njit
+def _bracket(x, lo, hi):
+    for i in range(len(x)):
+        lo[i], hi[i] = bracket(x[i])
+
+
+@pytest.mark.skipif(not torch_sin.available(), reason="torch without MKL: the CPU stimulus uses torch's sine")
+def test_sine_bounds_hold_torch_sine():
+    """torch's sine lies within bracket(x) on a dense grid of [-BRACKETED, BRACKETED] and near every multiple of
+    pi/2 there (every float32 of that range: ``python -m bench.stimulus --check-sine``); beyond, no bounds."""
+    top = int(torch.tensor(float(torch_sin.BRACKETED)).view(torch.int32))
+    grid = torch.arange(0, top + 1, 997, dtype=torch.int32)
+    turns = (torch.arange(-2608, 2608, 7) * (math.pi / 2)).float().view(torch.int32)
+    near = (turns[:, None] + torch.arange(-64, 65, dtype=torch.int32)).ravel()
+    x = torch.cat([grid, grid | -2**31, near, torch.tensor([top + 1], dtype=torch.int32)]).view(torch.float32)
+    lo, hi = torch.empty_like(x), torch.empty_like(x)
+    _bracket(x.numpy(), lo.numpy(), hi.numpy())
+    sine = torch.sin(x)
+    assert ((lo <= sine) & (sine <= hi)).all() and (lo >= -1).all()
+    assert lo[-1] == -1 and hi[-1] == 2  # past BRACKETED
+    inside = (x.abs() > 1e-3) & (x.abs() <= torch_sin.BRACKETED)
+    assert ((hi - lo)[inside] <= 4e-6 * sine[inside].abs() + 1e-9).all()  # 2^-18 |sin x| wide: rarely undecided
+
+
+@pytest.mark.skipif(not torch_sin.available(), reason="torch without MKL: the CPU stimulus uses torch's sine")
+@pytest.mark.parametrize("power", [1.0, 2.0, 3.0])
+def test_kernel_probabilities_are_torch_probabilities(power):
+    """The left ear's probabilities from the kernel (angles phase_t + 0) equal spike_probability's over a dense
+    range of phases, bit for bit."""
+    config = StimulusConfig(anf_per_ear=1, steps=200_000, tone_hz=1.0, envelope_power=power, rate_max_hz=730.0)
+    data = IPDDataset(torch.zeros(1, dtype=torch.float64), torch.zeros(1, dtype=torch.int32), config)
+    phase, delays = data.angles(0.37)
+    out = torch.empty(config.steps, 1)
+    left_ear_kernel(phase.numpy(), delays[0].contiguous().numpy(), np.float32(0.73), int(power), out.numpy())
+    assert torch.equal(out[:, 0].view(torch.int32),
+                       data.spike_probability(torch.arange(1), 0.37)[0, :, 0].view(torch.int32))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("anf,steps,samples,power,tone_hz", [(1, 100, 300, 2.0, 20.0), (37, 13, 77, 3.0, 20.0),
+                                                              (100, 100, 64, 2.0, 20.0), (6, 9, 5, 1.0, 20.0),
+                                                              (5, 20, 11, 1.5, 20.0), (3, 700, 4, 2.0, 1000.0)])
+def test_cpu_kernels_equal_the_torch_path(anf, steps, samples, power, tone_hz, threads):
+    """Bits and per-group spike counts, with and without jitter, odd row counts (partial groups), the
+    probabilities' kernel (power 1.5) and angles past the sine's bounds (tone 1000 Hz: rows past 4096 rad
+    take the exact sine); the same at 1 and 2 threads."""
+    config = StimulusConfig(anf_per_ear=anf, steps=steps, envelope_power=power, tone_hz=tone_hz)
+    data = IPDDataset.random(300, config, torch.Generator().manual_seed(0), phase_jitter=0.4)
+    index = torch.randperm(300, generator=torch.Generator().manual_seed(5))[:samples]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for offset, jitter in ((0.61, None), data.draw_phase(torch.Generator().manual_seed(9))):
+            got, expected = data.spike_bits(index, offset, jitter), reference_bits(data, index, offset, jitter)
+            assert got.shape == expected.shape == (samples, steps, 2 * anf)
+            assert torch.equal(got.bits, expected.bits) and torch.equal(got.counts, expected.counts)
+    finally:
+        torch.set_num_threads(before)
+    assert 0.1 < got.unpack().mean() < 0.5 or tone_hz > 500
+
+
+@pytest.mark.parametrize("power", [2.0, 3.0, 1.0])
+def test_triton_kernel_equals_the_torch_path(power, monkeypatch):
+    """Under the interpreter ``tl.sin`` is numpy's float32 sine: the torch path computed with that sine too."""
+    config = StimulusConfig(anf_per_ear=11, steps=21, envelope_power=power)
+    data = IPDDataset.random(40, config, torch.Generator().manual_seed(1), phase_jitter=0.3, backend="triton")
+    index = torch.randperm(40, generator=torch.Generator().manual_seed(2))[:13]
+    offset, jitter = data.draw_phase(torch.Generator().manual_seed(3))
+    got = data.spike_bits(index, offset, jitter)
+    monkeypatch.setattr(torch, "sin", lambda x: torch.from_numpy(np.sin(x.numpy())))
+    expected = reference_bits(data, index, offset, jitter)
+    assert got.counts is None and torch.equal(got.bits, expected.bits)
+
+
+def test_backend_choice():
+    config = StimulusConfig(anf_per_ear=3)
+    assert IPDDataset.random(4, config, torch.Generator().manual_seed(0)).backend == "cpu"
+    with pytest.raises(ValueError, match="backend must be one of"):
+        IPDDataset.random(4, config, torch.Generator().manual_seed(0), backend="numba")

@@ -145,7 +145,7 @@ def test_bad_variant_fields_name_themselves(kind, field, value):
 # --- stimulus: fixed phase, phase jitter ---------------------------------------------------------------------
 
 def one_pass(data, seed=0):
-    return torch.cat([b.x for b in data.batches(16, torch.Generator().manual_seed(seed), shuffle=False)])
+    return torch.cat([b.x.unpack() for b in data.batches(16, torch.Generator().manual_seed(seed), shuffle=False)])
 
 
 def test_a_fixed_set_draws_its_phase_once_from_its_own_stream():
@@ -183,9 +183,9 @@ def test_phase_jitter_moves_each_fibres_delay_and_is_redrawn_per_generation():
                               StimulusConfig(anf_per_ear=12, phase_offset=mode), phase_jitter=0.5)
         gen = torch.Generator().manual_seed(0)
         batches = list(constant.batches(16, gen, shuffle=False))
-        assert torch.equal(batches[0].x[0], batches[1].x[0]) == (mode == "per_pass")
+        assert torch.equal(batches[0].x.unpack()[0], batches[1].x.unpack()[0]) == (mode == "per_pass")
         first = constant.draw_phase(torch.Generator().manual_seed(0))  # shuffle=False: the first draw
-        assert torch.equal(batches[0].x[0], constant.spikes(torch.tensor([0]), *first)[0])
+        assert torch.equal(batches[0].x.unpack()[0], constant.spikes(torch.tensor([0]), *first)[0])
 
 
 def test_zero_jitter_keeps_the_seeds_random_streams():

@@ -32,7 +32,6 @@ from fastsnn.cpu.cache import module_cached, persistent
 from fastsnn.cpu.threads import auto_threads, check_threads, using_threads
 from fastsnn.ops import cpu_kernels_cached, resolve_backend
 
-from . import plots
 from .config import RunConfig
 from .evaluate import Evaluation, evaluate
 from .files import TMP_PREFIX, atomic_write, locked, replacing
@@ -269,17 +268,25 @@ def _figure_names(label: str) -> tuple[str, str]:
 
 
 def _figures(out: Path, label: str, result: Evaluation, num_classes: int) -> None:
+    from . import plots  # matplotlib (~1 s to import) only once a run draws, not before its first epoch
+
     hist, confusion = _figure_names(label)
     _save(out, hist, lambda path: plots.ipd_histogram(result, num_classes, path, label))
     _save(out, confusion, lambda path: plots.confusion_matrix(result, path, label))
-
-
 def run_title(out: Path, config: RunConfig) -> str:
     """A run's identity for its figures: "hidden64: seed 0, hidden=64, lr=0.01" (the settings away from the
     seed network's defaults, the CPU thread count aside: it does not change the results)."""
     changed = {key: value for key, value in config.changes().items() if key not in ("seed", "threads")}
     settings = ", ".join(f"{key}={value}" for key, value in changed.items()) or "the seed network's defaults"
     return f"{out.name}: seed {config.train.seed}, {settings}"
+
+
+def _run_figures(out: Path, config: RunConfig, history: list[dict]) -> None:
+    from . import plots
+
+    figures = generator(config.train.seed, "figures")
+    _save(out, "inputs.png", lambda path: plots.input_rasters(config.stimulus, path, figures))
+    _save(out, "loss.png", lambda path: plots.loss_curves(history, path, run_title(out, config)))
 
 
 def _kernels_cached(backend: str, delays: bool = False) -> bool:
@@ -368,8 +375,7 @@ def _train_run(config: RunConfig, device: torch.device, out: Path, progress: boo
         checkpoint = {"config": config.to_dict(), "state_dict": model.state_dict(), "metrics": metrics}
         _save(out, "checkpoint.pt", lambda path: _save_torch(checkpoint, path))
         _save(out, "history.csv", lambda path: _write_history(path, result.history))
-        _save(out, "inputs.png", lambda path: plots.input_rasters(config.stimulus, path, generator(tc.seed, "figures")))
-        _save(out, "loss.png", lambda path: plots.loss_curves(result.history, path, run_title(out, config)))
+        _run_figures(out, config, result.history)
         _figures(out, "train", on_train, config.stimulus.num_classes)
         _figures(out, "test", on_test, config.stimulus.num_classes)
         metrics["wall_seconds"] = elapsed()

@@ -13,9 +13,18 @@ while the phase ``offset ~ U(0, 1)`` is redrawn for every pass over the set
 jitter sigma, each fibre's delay also gets ``N(0, sigma^2)`` noise, drawn with each offset. Instead of holding ``samples x T x inputs`` floats, ``u`` is
 regenerated on demand from a counter-based hash: ``u = fmix32(key_s ^ c_ti)``
 with a 32-bit key per sample and a fixed per-(t, i) table, so a set costs 4
-bytes per sample and any batch is regenerated on the run's device (a fused
-numba kernel on the CPU, torch ops elsewhere); the noise is the same integers
-on every device.
+bytes per sample and any batch is regenerated on the run's device; the noise is
+the same integers on every device.
+
+A batch's spikes come as :class:`fastsnn.SpikeBits`, the bits the network's first
+projection takes. The torch operations of :meth:`IPDDataset.spike_probability` and
+:meth:`IPDDataset.spikes_torch` define them (the ``"reference"`` backend); the
+``"cpu"`` (numba, :mod:`.stimulus_cpu`) and ``"triton"`` (:mod:`.stimulus_triton`)
+kernels compute the same bits in one pass from the angles, for envelope powers 1, 2
+and 3 (which torch computes by multiplication; other powers take torch's
+probabilities), with the same float32 operations in the same order and the sine
+torch computes on that device. Every implementation is checked bit for bit against
+the committed spikes of ``tests/stimulus-digests.json``.
 """
 
 from __future__ import annotations
@@ -26,10 +35,15 @@ from typing import Iterator
 
 import torch
 
+from fastsnn import SpikeBits
+from fastsnn.cpu import torch_sin
+from fastsnn.ops import resolve_backend
+
 from .config import StimulusConfig
 
 _MIX1, _MIX2 = -2048144789, -1028477387  # murmur3's 0x85ebca6b, 0xc2b2ae35 as int32
 _TABLE_SALT = 0x5EED
+FUSED_POWERS = (1.0, 2.0, 3.0)  # envelope powers the kernels compute from the angles
 
 
 def _shr(x: torch.Tensor, bits: int) -> torch.Tensor:
@@ -64,7 +78,7 @@ def class_midpoints(labels: torch.Tensor, num_classes: int = 12) -> torch.Tensor
 
 @dataclass
 class Batch:
-    x: torch.Tensor  # (B, T, inputs) float32 spikes, on the data set's device
+    x: SpikeBits  # (B, T, inputs) spikes as bits, on the data set's device (``x.unpack()``: float32 0/1)
     labels: torch.Tensor  # (B,) int64 class indices, same device
     ipd: torch.Tensor  # (B,) float64 true IPD in radians, on the CPU
 
@@ -75,11 +89,21 @@ class IPDDataset:
     ipd: (S,) true IPDs in radians; keys: (S,) int32 noise keys. ``phase_jitter``: standard deviation
     (radians) of the Gaussian noise on each fibre's phase delay, drawn with each phase offset.
     ``phase``: the set's one (offset, jitter) for ``config.phase_offset == "fixed"``
-    (:meth:`random` draws it; jitter is an (inputs,) tensor or None).
+    (:meth:`random` draws it; jitter is an (inputs,) tensor or None). ``backend``: what computes the
+    spikes, as for the library's ops: ``"auto"`` (``"cpu"`` on the CPU, ``"triton"`` on CUDA),
+    ``"cpu"``, ``"triton"`` or ``"reference"`` (torch, also what ``"auto"`` becomes on a device without
+    kernels); all give the same bits.
     """
 
     def __init__(self, ipd: torch.Tensor, keys: torch.Tensor, config: StimulusConfig, device: torch.device | str = "cpu",
-                 phase_jitter: float = 0.0, phase: tuple[float, torch.Tensor | None] | None = None):
+                 phase_jitter: float = 0.0, phase: tuple[float, torch.Tensor | None] | None = None,
+                 backend: str = "auto"):
+        try:
+            self.backend = resolve_backend(backend, torch.device(device))
+        except (RuntimeError, ValueError):  # no kernel for this device (no triton, not CPU or CUDA): torch's
+            if backend != "auto":
+                raise
+            self.backend = "reference"
         if ipd.ndim != 1 or keys.shape != ipd.shape:
             raise ValueError(f"ipd and keys must both have shape (S,), got {tuple(ipd.shape)} and {tuple(keys.shape)}")
         if not (math.isfinite(phase_jitter) and phase_jitter >= 0):
@@ -101,11 +125,11 @@ class IPDDataset:
 
     @classmethod
     def random(cls, n: int, config: StimulusConfig, generator: torch.Generator, device="cpu",
-               phase_jitter: float = 0.0) -> "IPDDataset":
+               phase_jitter: float = 0.0, backend: str = "auto") -> "IPDDataset":
         """``n`` samples with IPDs uniform in (-pi/2, pi/2), reproducible from ``generator`` (a CPU generator),
         which also draws the set's phase when it is fixed."""
         ipd = torch.rand(n, generator=generator, dtype=torch.float64) * math.pi - math.pi / 2
-        data = cls(ipd, cls.draw_keys(n, generator), config, device, phase_jitter)
+        data = cls(ipd, cls.draw_keys(n, generator), config, device, phase_jitter, backend=backend)
         if config.phase_offset == "fixed":
             data.phase = data.draw_phase(generator)
         return data
@@ -125,36 +149,63 @@ class IPDDataset:
         noise = torch.randn(self.config.inputs, generator=generator, dtype=torch.float64) * self.phase_jitter
         return offset, noise.float().to(self.device)
 
-    def spike_probability(self, index: torch.Tensor, offset: float, jitter: torch.Tensor | None = None) -> torch.Tensor:
-        """(n, T, inputs) float32 probability of a spike per step for the samples ``index``; ``jitter``
-        (inputs,) float32 radians is added to the fibres' phase delays (ear 0's fibres, then ear 1's)."""
+    def angles(self, offset: float, jitter: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(phase (T,), delays (2, A)) float32: fibre i of ear e is at angle ``phase_t + delays[e, i]``
+        (plus the sample's IPD for ear 1) at step t; ``jitter`` (inputs,) radians moves the delays (ear
+        0's fibres, then ear 1's)."""
         c = self.config
         if jitter is not None and jitter.shape != (c.inputs,):
             raise ValueError(f"jitter must have shape (inputs,) = ({c.inputs},), got {tuple(jitter.shape)}")
-        phase = self._tone_phase + 2 * math.pi * offset  # (T,)
-        if jitter is None:
-            left = right = phase[:, None] + self._delays[None, :]  # (T, A): the same for every sample
-        else:
-            left = phase[:, None] + (self._delays + jitter[:c.anf_per_ear])[None, :]
-            right = phase[:, None] + (self._delays + jitter[c.anf_per_ear:])[None, :]
-        scale = c.rate_max_hz * c.dt_ms * 1e-3
-        p_left = scale * (0.5 * (1 + torch.sin(left))) ** c.envelope_power
-        p_right = scale * (0.5 * (1 + torch.sin(right + self._ipd[index, None, None]))) ** c.envelope_power
+        phase = self._tone_phase + 2 * math.pi * offset
+        delays = self._delays.expand(2, -1) if jitter is None else self._delays + jitter.view(2, c.anf_per_ear)
+        return phase, delays
+
+    def spike_probability(self, index: torch.Tensor, offset: float, jitter: torch.Tensor | None = None) -> torch.Tensor:
+        """(n, T, inputs) float32 probability of a spike per step for the samples ``index``, at the
+        :meth:`angles` of ``offset`` and ``jitter``: the definition, in torch operations."""
+        phase, delays = self.angles(offset, jitter)
+        left, right = phase[:, None] + delays[:, None, :]  # (T, A) each: the same for every sample
+        scale, power = self.config.rate_max_hz * self.config.dt_ms * 1e-3, self.config.envelope_power
+        p_left = scale * (0.5 * (1 + torch.sin(left))) ** power
+        p_right = scale * (0.5 * (1 + torch.sin(right + self._ipd[index, None, None]))) ** power
         return torch.cat([p_left.expand(len(index), -1, -1), p_right], dim=2)
 
     def spikes(self, index: torch.Tensor, offset: float, jitter: torch.Tensor | None = None) -> torch.Tensor:
         """(n, T, inputs) float32 0/1 spikes of the samples ``index`` (a (n,) tensor) at phase ``offset``,
-        with the fibres' delays moved by ``jitter`` ((inputs,) radians, or None)."""
-        index = index.to(self.device)
-        prob = self.spike_probability(index, offset, jitter)
-        if self.device.type == "cpu":
-            from .stimulus_cpu import poisson_spikes
+        with the fibres' delays moved by ``jitter`` ((inputs,) radians, or None): :meth:`spike_bits` unpacked."""
+        return self.spike_bits(index, offset, jitter).unpack()
 
-            return poisson_spikes(self._keys[index], self._table, prob)
-        return self.spikes_torch(index, prob)
+    def spike_bits(self, index: torch.Tensor, offset: float, jitter: torch.Tensor | None = None) -> SpikeBits:
+        """The spikes of :meth:`spikes` as bits, computed by the set's backend."""
+        c = self.config
+        index = index.to(self.device)
+        shape, keys = (len(index), c.steps, c.inputs), self._keys[index]
+        fused = c.envelope_power in FUSED_POWERS and (self.backend == "triton" or
+                                                     (self.backend == "cpu" and torch_sin.available()))
+        if fused:
+            phase, delays = self.angles(offset, jitter)
+            scale = c.rate_max_hz * c.dt_ms * 1e-3
+            if self.backend == "cpu":
+                from .stimulus_cpu import stimulus_bits
+
+                bits, counts = stimulus_bits(keys, self._ipd[index], self._table, phase, delays, scale,
+                                             int(c.envelope_power))
+                return SpikeBits(bits, shape, counts)
+            from .stimulus_triton import stimulus_bits
+
+            return SpikeBits(stimulus_bits(keys, self._ipd[index], self._table, phase, delays, scale,
+                                           int(c.envelope_power)), shape)
+        prob = self.spike_probability(index, offset, jitter)
+        if self.backend == "cpu":
+            from .stimulus_cpu import poisson_bits
+
+            bits, counts = poisson_bits(keys, self._table, prob)
+            return SpikeBits(bits, shape, counts)
+        return SpikeBits.pack(self.spikes_torch(index, prob))
 
     def spikes_torch(self, index: torch.Tensor, prob: torch.Tensor) -> torch.Tensor:
-        """The device-generic path of :meth:`spikes` (the CPU uses a fused kernel that equals it)."""
+        """(n, T, inputs) float32 0/1 spikes of the samples ``index`` with probabilities ``prob``, in torch
+        operations (any device): with :meth:`spike_probability`, the definition the kernels equal."""
         bits = fmix32(torch.bitwise_xor(self._keys[index, None, None], self._table), final_shift=False)
         u24 = _shr(bits, 8)  # the top 24 bits: u = u24 / 2^24 is uniform in [0, 1)
         return (u24 < prob * 2.0**24).float()
@@ -175,4 +226,4 @@ class IPDDataset:
                 offset, jitter = self.draw_phase(generator)
             index = order[start:start + batch_size]
             dev_index = index.to(self.device)
-            yield Batch(self.spikes(dev_index, offset, jitter), self.labels[dev_index], self.ipd[index])
+            yield Batch(self.spike_bits(dev_index, offset, jitter), self.labels[dev_index], self.ipd[index])

@@ -46,7 +46,7 @@ from typing import Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from . import sweep_plots, sweep_summary
+from . import sweep_summary
 from .config import ModelConfig, RunConfig, StimulusConfig, TrainConfig
 from .files import atomic_write, locked
 from .run import check_size, resolve_device, train_run
@@ -588,6 +588,8 @@ def report(out: Path, x: str | None = None, hue: str | None = None, metric: str 
     rows = finished(read_results(results))
     if not rows:
         raise ValueError(f"{results} holds no finished run")
+    from . import sweep_plots  # matplotlib: only when a report draws
+
     layout = sweep_plots.layout({key: sweep_summary.values(rows, key) for key in varying(rows)}, x, hue)
     sweep_plots.draw(rows, layout, metric, out)
     return sweep_summary.write(rows, layout.keys, out)

@@ -15,7 +15,7 @@ from .neurons.neuron import FIRES, RESETS, SPIKES, SURROGATES, neuron
 from .neurons.reference import lif_ref
 from .readout import leaky_readout, leaky_readout_sum, readout_time_weights
 from .readout.reference import leaky_readout_ref, leaky_readout_sum_ref
-from .spikes import spike_matmul
+from .spikes import SpikeBits, spike_matmul
 from .delays import delayed_projection
 from .delays.reference import delayed_projection_ref
 
@@ -38,4 +38,4 @@ def cpu_kernels_cached(delays: bool = False) -> bool:
 __all__ = ["lif", "alif", "leaky_readout", "leaky_readout_sum", "spike_matmul", "lif_ref", "leaky_readout_ref",
            "leaky_readout_sum_ref", "readout_time_weights", "resolve_backend", "state_dtype", "BACKENDS", "SPIKES", "RESETS", "SURROGATES", "FIRES", "neuron",
            "cpu_kernels_cached"]
-__all__ += ["delayed_projection", "delayed_projection_ref"]
+__all__ += ["delayed_projection", "delayed_projection_ref", "SpikeBits"]

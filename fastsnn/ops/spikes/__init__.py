@@ -13,12 +13,14 @@ spikes).
 Bits: eight consecutive rows share a byte per column (``bits[g, k]`` bit j is ``x[8g + j, k]``),
 1/32 of x's float32 bytes. ``pack_spikes`` / ``unpack_spikes``, ``spike_project`` and
 ``spike_weight_grad`` are custom ops so that ``torch.compile`` traces them; eagerly their
-implementations are called directly, as in :mod:`fastsnn.ops.neurons`.
+implementations are called directly, as in :mod:`fastsnn.ops.neurons`. Spikes made as bits in the first
+place (a stimulus kernel) come as :class:`SpikeBits`, which ``spike_matmul`` takes without a packing pass.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -26,7 +28,8 @@ from torch import Tensor
 from .._common import FLOAT_DTYPES, first_order, resolve_backend
 from .reference import pack_spikes_ref, spike_matmul_ref, unpack_spikes_ref
 
-__all__ = ["spike_matmul", "spike_matmul_ref", "event_pays", "pack_spikes", "unpack_spikes", "SpikeMatmul", "PATHS"]
+__all__ = ["spike_matmul", "spike_matmul_ref", "event_pays", "pack_spikes", "unpack_spikes", "SpikeBits", "SpikeMatmul",
+           "PATHS"]
 
 PATHS = ("auto", "event", "dense")
 
@@ -91,6 +94,76 @@ def _(bits, m, dtype):
     return bits.new_empty((m, bits.shape[1]), dtype=dtype)
 
 
+_POPCOUNT = torch.tensor([bin(b).count("1") for b in range(256)], dtype=torch.int64)
+
+
+@dataclass(frozen=True)
+class SpikeBits:
+    """0/1 spikes of shape ``shape`` (..., K) held as bits, as :func:`spike_matmul` keeps them: ``bits``
+    (ceil(M / 8), K) uint8, bit j of ``bits[g, k]`` is row 8g + j, column k of the spikes seen as (M, K)
+    rows, M = prod(shape[:-1]); ``counts`` (ceil(M / 8),) int64: the spikes of each group of 8 rows, or
+    None where they were not counted (a CUDA kernel; the CPU counts them when it needs them).
+    ``dtype``: what :meth:`unpack` returns.
+
+    Layers and :func:`spike_matmul` take it wherever they take 0/1 spikes x: the projection then
+    starts from the bits (no pass over x to pack it), and paths that need x itself unpack it. It
+    carries no gradient (spikes from data).
+    """
+
+    bits: Tensor
+    shape: torch.Size
+    counts: Tensor | None = None
+    dtype: torch.dtype = torch.float32
+
+    def __post_init__(self):
+        object.__setattr__(self, "shape", torch.Size(self.shape))
+        if not self.shape:
+            raise ValueError("SpikeBits shape must have at least one dimension (..., K), got ()")
+        expected = (-(-self.rows // 8), self.shape[-1])
+        if self.bits.dtype != torch.uint8 or tuple(self.bits.shape) != expected:
+            raise ValueError(f"SpikeBits bits must be uint8 of shape {expected} for spikes of shape "
+                             f"{tuple(self.shape)}, got {self.bits.dtype} {tuple(self.bits.shape)}")
+        if self.counts is not None and (self.counts.dtype != torch.int64 or tuple(self.counts.shape) != expected[:1]
+                                        or self.counts.device != self.bits.device):
+            raise ValueError(f"SpikeBits counts must be int64 of shape {expected[:1]} on {self.bits.device}, got "
+                             f"{self.counts.dtype} {tuple(self.counts.shape)} on {self.counts.device}")
+
+    @property
+    def rows(self) -> int:
+        return math.prod(self.shape[:-1])
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def device(self) -> torch.device:
+        return self.bits.device
+
+    @classmethod
+    def pack(cls, x: Tensor) -> "SpikeBits":
+        """The bits of x (..., K) of 0/1 (on the CPU, anything else raises ValueError)."""
+        rows = _rows(x.detach())
+        if rows.device.type == "cpu":
+            from .cpu import pack_count_cpu
+
+            bits, counts = pack_count_cpu(rows)
+            if counts[:, 1].any():
+                raise ValueError("SpikeBits.pack needs x of 0/1 spikes; x holds other values (or NaN)")
+            return cls(bits, x.shape, counts[:, 0].contiguous(), x.dtype)
+        return cls(pack_spikes(rows), x.shape, None, x.dtype)
+
+    def unpack(self) -> Tensor:
+        """The spikes as a ``shape`` tensor of 0/1 ``dtype``."""
+        return unpack_spikes(self.bits, self.rows, self.dtype).reshape(self.shape)
+
+    def group_counts(self) -> Tensor:
+        """``counts``, counted from the bits where they are None."""
+        if self.counts is not None:
+            return self.counts
+        return _POPCOUNT.to(self.device)[self.bits.long()].sum(1)
+
+
 # --- the projection and its weight gradient ----------------------------------------------------------------
 
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -100,25 +173,49 @@ def _work_dtype(dtype: torch.dtype) -> torch.dtype:
 def _spike_project(x: Tensor, w: Tensor, backend: str, path: str) -> tuple[Tensor, Tensor, Tensor]:
     """x (M, K), w (K, N) -> (h = x @ w (M, N), bits of x (ceil(M/8), K) uint8, spikes: () int64, the
     number of nonzero entries of x; -1 where x holds values other than 0/1, on the CPU)."""
-    m, n = x.shape[0], w.shape[1]
+    m = x.shape[0]
     if backend == "triton":
         from fastsnn.kernels import spikes as kernels
 
         bits, spikes = kernels.pack_count(x)
-        h = kernels.event_matmul(bits, w.to(_work_dtype(w.dtype)), m) if path != "dense" else x @ w
-        return h.to(w.dtype), bits, spikes
-    from .cpu import event_matmul_cpu, pack_count_cpu
+        return _project_bits(bits, None, -1, m, w, backend, path, x), bits, spikes
+    from .cpu import pack_count_cpu
 
     bits, counts = pack_count_cpu(x)
     nonzero, other = counts.sum(0).tolist()
     if other and path == "event":
         raise ValueError("spike_matmul(path='event') needs x of 0/1 spikes; x holds other values (or NaN)")
-    density = nonzero / max(1, x.numel())
-    if not other and (path == "event" or (path == "auto" and event_pays("forward", density, n))):
-        h = event_matmul_cpu(bits, counts[:, 0].contiguous(), w.to(_work_dtype(w.dtype)), m).to(w.dtype)
-    else:
-        h = x @ w
+    h = x @ w if other else _project_bits(bits, counts[:, 0].contiguous(), nonzero, m, w, backend, path, x)
     return h, bits, torch.tensor(-1 if other else nonzero)
+
+
+def _project_bits(bits: Tensor, counts: Tensor | None, spikes: int, m: int, w: Tensor, backend: str, path: str,
+                  x: Tensor | None = None) -> Tensor:
+    """x @ w (M, N) from the bits of 0/1 x (M, K): by events or, where ``path`` or the CPU's crossover
+    says so, the dense product (of ``x`` if given, else the bits unpacked). For the CPU: ``counts``
+    (ceil(M/8),) spikes per group of 8 rows and ``spikes`` their sum (Triton reads neither)."""
+    k, n = w.shape
+    if backend == "triton":
+        if path == "dense":
+            return (x if x is not None else _unpack_spikes(bits, m, w.dtype)) @ w
+        from fastsnn.kernels import spikes as kernels
+
+        return kernels.event_matmul(bits, w.to(_work_dtype(w.dtype)), m).to(w.dtype)
+    from .cpu import event_matmul_cpu
+
+    if path == "event" or (path == "auto" and event_pays("forward", spikes / max(1, m * k), n)):
+        return event_matmul_cpu(bits, counts, w.to(_work_dtype(w.dtype)), m).to(w.dtype)
+    return (x if x is not None else _unpack_spikes(bits, m, w.dtype)) @ w
+
+
+def _bits_project(x: SpikeBits, w: Tensor, backend: str, path: str) -> tuple[Tensor, Tensor]:
+    """:func:`_spike_project` for spikes already in bits: (h (M, N), spikes: () int64, on the CPU their
+    number, else -1)."""
+    if backend == "triton":
+        return _project_bits(x.bits, None, -1, x.rows, w, backend, path), torch.tensor(-1)
+    counts = x.group_counts()
+    spikes = int(counts.sum())
+    return _project_bits(x.bits, counts, spikes, x.rows, w, backend, path), torch.tensor(spikes)
 
 
 spike_project = torch.library.custom_op("fastsnn::spike_project", _spike_project, mutates_args=())
@@ -166,13 +263,15 @@ def _rows(t: Tensor) -> Tensor:
 
 
 class SpikeMatmul(torch.autograd.Function):
-    """x (..., K) spikes @ w (K, N); saves x as bits, w and the spike count."""
+    """x (..., K) spikes (a tensor or :class:`SpikeBits`) @ w (K, N); saves x as bits, w and the spike count."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, w: Tensor, backend: str, path: str) -> Tensor:
-        rows = _rows(x.detach())
-        project = spike_project if torch.compiler.is_compiling() else _spike_project
-        h, bits, spikes = project(rows, w.detach(), backend, path)
+    def forward(ctx, x: Tensor | SpikeBits, w: Tensor, backend: str, path: str) -> Tensor:
+        if isinstance(x, SpikeBits):
+            (h, spikes), bits = _bits_project(x, w.detach(), backend, path), x.bits
+        else:
+            project = spike_project if torch.compiler.is_compiling() else _spike_project
+            h, bits, spikes = project(_rows(x.detach()), w.detach(), backend, path)
         ctx.save_for_backward(bits, w, spikes)
         ctx.args = (backend, path, x.dtype)
         return h.reshape(*x.shape[:-1], w.shape[1])
@@ -194,8 +293,9 @@ class SpikeMatmul(torch.autograd.Function):
 
 def _check(x, w, path: str) -> None:
     for name, t in (("x", x), ("w", w)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if not isinstance(t, torch.Tensor) and not (name == "x" and isinstance(t, SpikeBits)):
+            raise TypeError(f"{name} must be a torch.Tensor{' or SpikeBits' if name == 'x' else ''}, got "
+                            f"{type(t).__name__}")
         if t.dtype not in FLOAT_DTYPES:
             raise TypeError(f"{name} must be float32, float64, bfloat16 or float16, got {t.dtype}")
     if w.ndim != 2:
@@ -210,8 +310,9 @@ def _check(x, w, path: str) -> None:
         raise ValueError(f"path must be one of {', '.join(map(repr, PATHS))}, got {path!r}")
 
 
-def spike_matmul(x: Tensor, w: Tensor, *, backend: str = "auto", path: str = "auto") -> Tensor:
+def spike_matmul(x: Tensor | SpikeBits, w: Tensor, *, backend: str = "auto", path: str = "auto") -> Tensor:
     """x (..., K) 0/1 spikes @ w (K, N) -> (..., N), by events where that is faster, saving x as bits.
+    x may come as :class:`SpikeBits` (then no packing pass, and no gradient for x).
 
     ``path``: ``"auto"`` (on the CPU events up to the measured crossover density, :func:`event_pays`;
     on the Triton backend events), ``"event"`` or ``"dense"``. ``backend``: ``"auto"``, ``"cpu"``,
@@ -226,8 +327,10 @@ def spike_matmul(x: Tensor, w: Tensor, *, backend: str = "auto", path: str = "au
     """
     _check(x, w, path)
     backend = resolve_backend(backend, x.device)
+    bits = isinstance(x, SpikeBits)
     if backend == "reference":
-        return spike_matmul_ref(x, w)
-    if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad):
+        return spike_matmul_ref(x.unpack() if bits else x, w)
+    if torch.is_grad_enabled() and (w.requires_grad or (not bits and x.requires_grad)):
         return SpikeMatmul.apply(x, w, backend, path)
-    return _spike_project(_rows(x), w, backend, path)[0].reshape(*x.shape[:-1], w.shape[1])
+    h = _bits_project(x, w, backend, path)[0] if bits else _spike_project(_rows(x), w, backend, path)[0]
+    return h.reshape(*x.shape[:-1], w.shape[1])
