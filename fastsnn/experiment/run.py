@@ -288,7 +288,8 @@ def train_run(config: RunConfig, out: Path | None = None, progress: bool = True,
         train_set, valid_set, test_set = (dataset(config, which, tc.seed, device) if which != "valid" or tc.validation
                                           else None for which in ("train", "valid", "test"))
         backend = resolve_backend(config.model.backend, device)
-        if progress and device.type == "cpu" and not _kernels_cached(backend, config.model.max_delay > 0):
+        delays = config.model.max_delay > 0 or config.model.readout_max_delay > 0
+        if progress and device.type == "cpu" and not _kernels_cached(backend, delays):
             print("compiling CPU kernels (first run only, ~30 s)", file=sys.stderr, flush=True)
         result = fit(model, train_set, valid_set, tc, generator(tc.seed, "train"), progress=progress, state=state,
                      on_epoch=lambda s: _save_epoch(out, {**s, "config": config.to_dict(), "seconds": elapsed()}))
