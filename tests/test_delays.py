@@ -224,7 +224,8 @@ def test_network_with_delays_on_both_projections_matches_dcls(backend, mode):
     with torch.no_grad():  # a fair amount of hidden spikes; no delay on a half step (the two roundings differ there)
         model.hidden.weight.mul_(3)
         for layer in (model.hidden, model.readout):
-            layer.delay.copy_((layer.delay + 0.25 * torch.rand(layer.delay.shape, generator=g)).clamp(0, layer.max_delay))
+            shifted = layer.delay + 0.25 * torch.rand(layer.delay.shape, generator=g)
+            layer.delay.copy_(shifted.clamp(0, layer.max_delay))
             layer.delay[(layer.delay - layer.delay.floor() - 0.5).abs() < 0.05] += 0.1
     model.hidden.sigma, model.readout.sigma = 1.7, 0.9
     model.to(device).train(mode == "train")
