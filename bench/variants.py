@@ -56,8 +56,9 @@ VARIANTS = {
     "learnable delays": {"--max-delay": "25"},
     # community notebooks reproduced whole (docs/delays.md): their flags are a protocol of their own
     "dcls notebook": {"--phase-delays": "none", "--max-delay": "30", "--readout-max-delay": "30",
-                      "--delay-init": "centre", "--lr": "0.005", "--lr-schedule": "one_cycle", "--delay-lr": "0.1",
-                      "--delay-lr-schedule": "cosine", "--sigma-anneal-epochs": "37", "--keep-final": None},
+                      "--delay-init": "centre", "--weight-init": "kaiming", "--lr": "0.005",
+                      "--lr-schedule": "one_cycle", "--delay-lr": "0.1", "--delay-lr-schedule": "cosine",
+                      "--sigma-anneal-epochs": "37", "--keep-final": None},
     "250 Hz notebook": {"--tone-hz": "250", "--dt-ms": "0.1", "--steps": "1000", "--hidden": "5", "--tau-ms": "1",
                         "--readout-tau-ms": "50", "--lr": "0.01", "--epochs": "50", "--test-batches": "64"},
 }

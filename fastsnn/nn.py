@@ -3,7 +3,9 @@
 Weights are stored as (in_features, out_features), the seed's layout, and
 initialised the seed's way: U(-1/sqrt(out_features), +1/sqrt(out_features))
 (torch takes fan_in from dim 1 of that matrix, so the scale follows the layer's
-width, not its input size).
+width, not its input size); ``weight_init="kaiming"`` draws them as
+``kaiming_uniform_(nonlinearity="relu")`` on torch's (out, in) layout does,
+U(-sqrt(6/in_features), +sqrt(6/in_features)) (the community's DCLS notebook).
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ class _Projected(nn.Module):
     def __init__(self, in_features: int, out_features: int, *, tau_ms: float, dt_ms: float, learn_tau: bool,
                  dales_law: bool, ie_ratio: float, dale_mask: str, backend: str, binary_input: bool,
                  generator: torch.Generator | None, segments: int = 1, max_delay: int = 0,
-                 delay_init: str = "uniform"):
+                 delay_init: str = "uniform", weight_init: str = "seed"):
         super().__init__()
         for name, value in (("in_features", in_features), ("out_features", out_features), ("segments", segments)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -69,11 +71,13 @@ class _Projected(nn.Module):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
         if backend not in ops.BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(ops.BACKENDS)}, got {backend!r}")
+        if weight_init not in WEIGHT_INITS:
+            raise ValueError(f"weight_init must be one of {', '.join(WEIGHT_INITS)}, got {weight_init!r}")
         self.in_features, self.out_features = in_features, out_features
         self.dt_ms, self.backend, self.dales_law = float(dt_ms), backend, dales_law
         self.binary_input = binary_input
         width = out_features * segments
-        bound = 1 / math.sqrt(width)
+        bound = 1 / math.sqrt(width) if weight_init == "seed" else math.sqrt(6 / in_features)
         self.weight = nn.Parameter(torch.empty(in_features, width).uniform_(-bound, bound, generator=generator))
         if dales_law:
             self.register_buffer("sign", dale_signs(in_features, width, ie_ratio, dale_mask, generator))
@@ -213,8 +217,8 @@ class LIF(_Projected):
     """x (B, T, in_features) -> spikes (B, T, out_features): ``h = x @ W`` then :func:`fastsnn.lif`.
 
     ``spike``, ``reset``, ``surrogate``, ``fire``, ``threshold``, ``beta`` and ``detach_reset`` choose the
-    member of the LIF family (defaults: the seed's neuron). ``binary_input=True`` declares x to be
-    0/1 spikes: the projection then keeps x for the backward as bits instead of floats
+    member of the LIF family (defaults: the seed's neuron). ``weight_init``: the seed's ``"seed"`` or
+    ``"kaiming"`` (module docstring). ``binary_input=True`` declares x to be 0/1 spikes: the projection then keeps x for the backward as bits instead of floats
     (:func:`fastsnn.spike_matmul`). ``dendrites`` (a :class:`DendriticFilter` of ``out_features`` units)
     makes the layer filter-and-fire: W then holds ``dendrites.segments`` columns per neuron, and their
     filtered currents, summed per neuron, drive it.
@@ -231,14 +235,15 @@ class LIF(_Projected):
                  reset: str = "zero", surrogate: str = "sigmoid", fire: str = ">", learn_tau: bool = False,
                  dales_law: bool = False, ie_ratio: float = 0.5, dale_mask: str = "contiguous",
                  backend: str = "auto", binary_input: bool = False, generator: torch.Generator | None = None,
-                 dendrites: DendriticFilter | None = None, max_delay: int = 0, delay_init: str = "uniform"):
+                 dendrites: DendriticFilter | None = None, max_delay: int = 0, delay_init: str = "uniform",
+                 weight_init: str = "seed"):
         if dendrites is not None and dendrites.units != out_features:
             raise ValueError(f"dendrites must have out_features = {out_features} units, got {dendrites.units}")
         super().__init__(in_features, out_features, tau_ms=tau_ms, dt_ms=dt_ms, learn_tau=learn_tau,
                          dales_law=dales_law, ie_ratio=ie_ratio, dale_mask=dale_mask, backend=backend,
                          binary_input=binary_input, generator=generator,
                          segments=dendrites.segments if dendrites is not None else 1, max_delay=max_delay,
-                         delay_init=delay_init)
+                         delay_init=delay_init, weight_init=weight_init)
         self.dendrites = dendrites
         self.options = dict(threshold=threshold, beta=beta, detach_reset=detach_reset, spike=spike, reset=reset,
                             surrogate=surrogate, fire=fire)
@@ -297,18 +302,19 @@ class LeakyReadout(_Projected):
     :meth:`time_sum` returns the membrane summed over time, (B, out_features). With one fixed tau it
     contracts time first, ``(sum_k c_k x_k) @ W``, which needs neither the (B, T, out) projection nor
     a time loop; with learnt per-neuron tau or learnable delays it runs :func:`fastsnn.leaky_readout_sum`.
-    ``binary_input`` as for :class:`LIF`; ``max_delay`` and ``delay_init`` (learnable delays on the
-    projection) as for :class:`LIF`.
+    ``binary_input``, ``weight_init`` and ``max_delay`` / ``delay_init`` (learnable delays on the projection)
+    as for :class:`LIF`.
     """
 
     def __init__(self, in_features: int, out_features: int, *, tau_ms: float = 5.0, dt_ms: float = 1.0,
                  learn_tau: bool = False, dales_law: bool = False, ie_ratio: float = 0.5,
                  dale_mask: str = "contiguous", backend: str = "auto", binary_input: bool = False,
-                 generator: torch.Generator | None = None, max_delay: int = 0, delay_init: str = "uniform"):
+                 generator: torch.Generator | None = None, max_delay: int = 0, delay_init: str = "uniform",
+                 weight_init: str = "seed"):
         super().__init__(in_features, out_features, tau_ms=tau_ms, dt_ms=dt_ms, learn_tau=learn_tau,
                          dales_law=dales_law, ie_ratio=ie_ratio, dale_mask=dale_mask, backend=backend,
                          binary_input=binary_input, generator=generator, max_delay=max_delay,
-                         delay_init=delay_init)
+                         delay_init=delay_init, weight_init=weight_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return ops.leaky_readout(self.project(x), self.alpha(), backend=self.backend)
@@ -339,6 +345,7 @@ class LeakyReadout(_Projected):
 DELAY_SIG_END = 0.23
 DCLS_SIG_FLOOR = 0.27
 DELAY_INITS = ("uniform", "centre")
+WEIGHT_INITS = ("seed", "kaiming")
 
 
 def delay_sigma(max_delay: int, epoch: int, anneal_epochs: int, start: float | None = None,

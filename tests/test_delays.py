@@ -571,6 +571,7 @@ def test_cli_trains_with_delays(tmp_path):
     (["--sigma-start", "0"], "sigma_start must be a finite number > 0"),
     (["--sigma-end", "-1"], "sigma_end must be a finite number > 0"),
     (["--phase-delays", "linear"], "invalid choice: 'linear'"),
+    (["--weight-init", "xavier"], "invalid choice: 'xavier'"),
 ])
 def test_bad_delay_flags(flags, message, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -585,11 +586,12 @@ def test_delays_are_sweep_keys():
     assert [(p.config.model.max_delay, p.config.train.delay_lr, p.config.train.sigma_anneal_epochs)
             for p in points] == [(0, 0.05, 30), (25, 0.05, 30)]
     grid = parse_grid(["readout-max-delay=30", "delay-init=centre", "lr-schedule=one_cycle,constant",
-                       "delay-lr-schedule=cosine", "sigma-start=15", "sigma-end=0.5", "phase-delays=none"])
+                       "delay-lr-schedule=cosine", "sigma-start=15", "sigma-end=0.5", "phase-delays=none", "weight-init=kaiming"])
     configs = [p.config for p in expand(RunConfig(), grid, [0])]
     assert [c.train.lr_schedule for c in configs] == ["one_cycle", "constant"]
     for c in configs:
         assert (c.model.readout_max_delay, c.model.delay_init, c.stimulus.phase_delays) == (30, "centre", "none")
+        assert c.model.weight_init == "kaiming"
         assert (c.train.delay_lr_schedule, c.train.sigma_start, c.train.sigma_end) == ("cosine", 15.0, 0.5)
 
 
@@ -598,12 +600,13 @@ def test_cli_sets_every_new_option():
     from fastsnn.experiment.cli import config_from_args, parser
 
     args = parser().parse_args(["train", "--max-delay", "30", "--readout-max-delay", "30", "--delay-init", "centre",
-                                "--phase-delays", "none", "--lr", "0.005", "--lr-schedule", "one_cycle",
+                                "--weight-init", "kaiming", "--phase-delays", "none", "--lr", "0.005", "--lr-schedule", "one_cycle",
                                 "--delay-lr-schedule", "cosine", "--sigma-start", "15", "--sigma-end", "0.23",
                                 "--sigma-anneal-epochs", "37", "--steps", "1000", "--dt-ms", "0.1", "--tone-hz", "250",
                                 "--rate-max-hz", "500"])
     c = config_from_args(args)
-    assert (c.model.max_delay, c.model.readout_max_delay, c.model.delay_init) == (30, 30, "centre")
+    assert (c.model.max_delay, c.model.readout_max_delay, c.model.delay_init, c.model.weight_init) == (
+        30, 30, "centre", "kaiming")
     assert (c.stimulus.phase_delays, c.stimulus.steps, c.stimulus.dt_ms, c.stimulus.tone_hz,
             c.stimulus.rate_max_hz) == ("none", 1000, 0.1, 250.0, 500.0)
     assert (c.train.lr, c.train.lr_schedule, c.train.delay_lr_schedule, c.train.sigma_start, c.train.sigma_end,

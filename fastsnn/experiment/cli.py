@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from fastsnn import __version__
 
-from fastsnn.nn import DELAY_INITS
+from fastsnn.nn import DELAY_INITS, WEIGHT_INITS
 
 from .config import (BACKENDS, DEVICES, NEURONS, PHASE_DELAYS, PHASE_OFFSETS, READOUTS, RESETS, SPIKES, SURROGATES,
                      ModelConfig, RunConfig, StimulusConfig, TrainConfig)
@@ -72,6 +72,9 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tau-adapt-ms", type=float, default=m.tau_adapt_ms,
                    help="alif: time constant of the threshold adaptation (ms)")
     g.add_argument("--adapt", type=float, default=m.adapt, help="alif: threshold increase per unit of adaptation")
+    g.add_argument("--weight-init", choices=WEIGHT_INITS, default=m.weight_init,
+                   help="seed: weights U(+-1/sqrt(outputs)) (the seed's); kaiming: U(+-sqrt(6/inputs)), torch's "
+                        "kaiming_uniform_(nonlinearity='relu') (the DCLS notebook's)")
     g.add_argument("--dales-law", action="store_true", help="sign-constrained weights (Dale's law)")
     g.add_argument("--ie-ratio", type=float, default=m.ie_ratio, help="fraction of inhibitory rows under Dale's law")
     g.add_argument("--dale-mask", choices=("contiguous", "random"), default=m.dale_mask,
@@ -166,7 +169,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                         rise_ms_min=args.rise_ms_range[0], rise_ms_max=args.rise_ms_range[1],
                         decay_ms_min=args.decay_ms_range[0], decay_ms_max=args.decay_ms_range[1],
                         max_delay=args.max_delay, readout_max_delay=args.readout_max_delay,
-                        delay_init=args.delay_init)
+                        delay_init=args.delay_init, weight_init=args.weight_init)
     for name in ("train_batches", "test_batches"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")

@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from fastsnn.nn import DELAY_INITS
+from fastsnn.nn import DELAY_INITS, WEIGHT_INITS
 from fastsnn.ops import RESETS, SPIKES, SURROGATES, neuron
 
 from .schedules import SCHEDULES
@@ -122,7 +122,8 @@ class ModelConfig:
     in ``[max(decay_ms_min, 1.5 rise), decay_ms_max]``), summed into the neuron.
     ``max_delay`` > 0 gives each synapse of the input projection a learnable delay in [0, max_delay] steps,
     ``readout_max_delay`` > 0 each synapse of the readout's projection; ``delay_init``: how the delays are
-    drawn, ``"uniform"`` in the range or ``"centre"`` (dcls's: near max_delay // 2).
+    drawn, ``"uniform"`` in the range or ``"centre"`` (dcls's: near max_delay // 2). ``weight_init``: the
+    seed's U(+-1/sqrt(out)) or ``"kaiming"``, U(+-sqrt(6/in)) (:mod:`fastsnn.nn`; the DCLS notebook's).
     """
 
     hidden: int = 30
@@ -152,11 +153,13 @@ class ModelConfig:
     max_delay: int = 0  # learnable synaptic delays on the input projection, in [0, max_delay] steps; 0: none
     readout_max_delay: int = 0  # the same on the readout's projection
     delay_init: str = "uniform"
+    weight_init: str = "seed"
 
     def __post_init__(self):
         _count("max_delay", self.max_delay, 0)
         _count("readout_max_delay", self.readout_max_delay, 0)
         _choice("delay_init", self.delay_init, DELAY_INITS)
+        _choice("weight_init", self.weight_init, WEIGHT_INITS)
         _count("hidden", self.hidden)
         _positive("tau_ms", self.tau_ms)
         if self.readout_tau_ms is not None:

@@ -19,7 +19,7 @@ class IPDNetwork(nn.Module):
         super().__init__()
         common = dict(dt_ms=stimulus.dt_ms, learn_tau=model.learn_tau, dales_law=model.dales_law,
                       ie_ratio=model.ie_ratio, dale_mask=model.dale_mask, backend=model.backend,
-                      binary_input=_binary_input(model.backend), generator=generator)
+                      binary_input=_binary_input(model.backend), generator=generator, weight_init=model.weight_init)
         neuron = dict(tau_ms=model.tau_ms, threshold=model.threshold, beta=model.beta,
                       detach_reset=model.detach_reset, spike=model.spike, reset=model.reset, surrogate=model.surrogate)
         if model.neuron == "alif":
