@@ -254,3 +254,20 @@ def test_backend_choice():
     assert IPDDataset.random(4, config, torch.Generator().manual_seed(0)).backend == "cpu"
     with pytest.raises(ValueError, match="backend must be one of"):
         IPDDataset.random(4, config, torch.Generator().manual_seed(0), backend="numba")
+
+
+@pytest.mark.parametrize("backend", ["cpu", "triton"])
+def test_fused_kernels_with_no_phase_delays(backend, monkeypatch):
+    """``phase_delays="none"`` (the learned-delays notebooks' stimulus): every fibre of an ear sees the same
+    phase, and the fused kernels still equal the torch path bit for bit."""
+    config = StimulusConfig(anf_per_ear=9, steps=23, phase_delays="none")
+    data = IPDDataset.random(30, config, torch.Generator().manual_seed(4), phase_jitter=0.3, backend=backend)
+    index = torch.randperm(30, generator=torch.Generator().manual_seed(6))[:17]
+    offset, jitter = data.draw_phase(torch.Generator().manual_seed(8))
+    got = data.spike_bits(index, offset, jitter)
+    if backend == "triton":
+        monkeypatch.setattr(torch, "sin", lambda x: torch.from_numpy(np.sin(x.numpy())))
+    expected = reference_bits(data, index, offset, jitter)
+    assert torch.equal(got.bits, expected.bits)
+    p = data.spike_probability(index, offset)  # without jitter (per fibre) every fibre of an ear is alike
+    assert torch.equal(p[..., :9], p[..., :1].expand(-1, -1, 9)) and torch.equal(p[..., 9:], p[..., 9:10].expand(-1, -1, 9))
