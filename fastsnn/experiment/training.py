@@ -6,6 +6,8 @@ The loop knows nothing of a model's particular parameters. A model may define th
 learnable delays):
 
 - ``param_groups(cfg) -> list[dict]``: the optimizer's parameter groups (default: all parameters at ``cfg.lr``);
+  a group may name its learning-rate schedule, ``"schedule"`` (:data:`~fastsnn.experiment.schedules.SCHEDULES`;
+  default ``cfg.lr_schedule``), its ``lr`` then being the schedule's start or peak;
 - ``start_epoch(epoch, cfg)``: before each training epoch (a schedule, e.g. the delay kernels' width);
 - ``after_step()``: after each optimizer step (a constraint, e.g. clipping the delays to their range).
 """
@@ -23,6 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .config import LOSS_SCALES, TrainConfig
+from .schedules import scheduled
 from .stimulus import IPDDataset
 
 
@@ -111,6 +114,7 @@ def fit(model: torch.nn.Module, train_set: IPDDataset, valid_set: IPDDataset | N
     from there exactly as if it had never stopped (:class:`StateMismatch` for a state it cannot take).
     """
     groups = model.param_groups(cfg) if hasattr(model, "param_groups") else [{"params": list(model.parameters())}]
+    schedules = [(group.pop("schedule", cfg.lr_schedule), group.get("lr", cfg.lr)) for group in groups]
     optimizer = torch.optim.Adam(groups, lr=cfg.lr)
     if hasattr(model, "after_step"):
         optimizer.register_step_post_hook(lambda *_: model.after_step())
@@ -128,6 +132,10 @@ def fit(model: torch.nn.Module, train_set: IPDDataset, valid_set: IPDDataset | N
     bar = tqdm(initial=first, total=cfg.epochs, desc="train", unit="epoch", disable=not progress)
     for epoch in range(first, cfg.epochs):
         start = time.perf_counter()
+        for group, (schedule, lr) in zip(optimizer.param_groups, schedules):
+            group["lr"], beta1 = scheduled(schedule, lr, epoch, cfg.epochs)
+            if beta1 is not None:
+                group["betas"] = (beta1, group["betas"][1])
         if hasattr(model, "start_epoch"):
             model.start_epoch(epoch, cfg)
         model.train()
