@@ -27,8 +27,8 @@ import torch
 from numba import njit, prange
 
 from fastsnn.cpu import cached_kernel, cpu_kernel, sync_threads
+from fastsnn.cpu.bits import popcount
 from fastsnn.cpu.torch_sin import mkl_local_threads, vsin
-from fastsnn.ops.spikes.simd import popcount
 
 from .stimulus_simd import LANE, TABLE_ROWS, group_bits
 
