@@ -228,7 +228,7 @@ def test_a_training_run_keeps_sweeps_and_evaluate_out_and_ends_on_ctrl_c_without
                 f"fastsnn: error: {run} is in use by a fastsnn run (pid {proc.pid})"), args[0]
         assert not list(run.glob("evaluate-*")) and not (run / "results.csv").exists()
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=180)
     finally:
         proc.kill()
     assert proc.returncode == 130 and "Traceback" not in err, err
