@@ -1,0 +1,137 @@
+"""Packed sweeps against solo runs: a sweep of taus x seeds at the seed's size, whole ``fastsnn sweep`` processes.
+
+    python -m bench.pack [--taus 3,6] [--seeds 3] [--epochs 20] [--rounds 1] [--sides packed,workers1,workers2]
+                         [--out DIR]
+
+For each sweep size (``--taus 3,6``: 3 and 6 time constants out of 2, 3.5, 5, 7, 10, 15 ms, times ``--seeds``
+seeds; the seed network otherwise, ``--epochs`` epochs), each side runs the sweep in a fresh process into a
+fresh folder, timed from start to exit: ``packed`` (``fastsnn sweep``'s default: packs) and today's local
+settings without packing, ``workers1`` (``--pack 1``, in one process) and ``workers2`` (``--pack 1 --workers
+2``, two processes of ``cores // 2`` threads). The sides alternate within each round and rounds reverse the
+order, so that a drift in the machine's load hits them alike. Reported: median seconds per side, the packed
+side's speed-up over the faster solo side, whether every packed row equals its solo row (metrics compared
+exactly; on the CPU a pack computes each member as its solo run does) and the seeds' spread of test accuracy
+per tau, with the machine's load before and after. Writes ``pack-<cpu>.{json,md}`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .common import add_out_option, machine, slug, write_results
+
+TAUS = (2.0, 3.5, 5.0, 7.0, 10.0, 15.0)
+SIDES = {"packed": [], "workers1": ["--pack", "1"], "workers2": ["--pack", "1", "--workers", "2"]}
+METRICS = ("test_accuracy", "test_abs_error_deg", "train_accuracy", "train_abs_error_deg", "epochs_run", "best_epoch")
+
+
+def load() -> str:
+    """The load averages of ``/proc/loadavg`` (1, 5, 15 minutes)."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def run_sweep(side: str, taus: tuple[float, ...], seeds: int, epochs: int, out: Path) -> dict:
+    """One ``fastsnn sweep`` of ``side`` into ``out``: its wall time and rows."""
+    shutil.rmtree(out, ignore_errors=True)
+    args = [sys.executable, "-m", "fastsnn", "sweep", "--grid", "tau_ms=" + ",".join(f"{t:g}" for t in taus),
+            "--seeds", str(seeds), "--epochs", str(epochs), "--quiet", "--out", str(out), *SIDES[side]]
+    before = load()
+    start = time.perf_counter()
+    done = subprocess.run(args, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{side}: fastsnn sweep failed:\n{done.stderr[-2000:]}")
+    with open(out / "results.csv", newline="") as f:
+        rows = {row["name"]: row for row in csv.DictReader(f)}
+    return {"wall_s": wall, "load_before": before, "load_after": load(), "rows": rows}
+
+
+def spread(rows: dict[str, dict]) -> dict[str, float]:
+    """Per tau: the largest minus the smallest test accuracy over the seeds."""
+    by_tau: dict[str, list[float]] = {}
+    for row in rows.values():
+        by_tau.setdefault(row["tau_ms"], []).append(float(row["test_accuracy"]))
+    return {tau: max(accs) - min(accs) for tau, accs in by_tau.items()}
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--taus", default="3,6", help="sweep sizes: how many taus of TAUS, comma-separated")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=1, help="times each side runs each sweep (alternating)")
+    p.add_argument("--sides", default=",".join(SIDES), help=f"some of {', '.join(SIDES)}; packed first")
+    add_out_option(p, "pack-<cpu>.{json,md}")
+    args = p.parse_args(argv)
+    sizes = [int(n) for n in args.taus.split(",")]
+    sides = args.sides.split(",")
+    if not set(sides) <= set(SIDES) or sides[0] != "packed" or len(sides) < 2:
+        p.error(f"--sides must start with packed and name another of {', '.join(SIDES)}, got {args.sides!r}")
+    if not all(1 <= n <= len(TAUS) for n in sizes):
+        p.error(f"--taus: each size must be in 1..{len(TAUS)}, got {args.taus!r}")
+    result = {**machine(), "cores": len(os.sched_getaffinity(0)), "command": " ".join(["python -m bench.pack",
+                                                                                       *(argv or sys.argv[1:])]),
+              "epochs": args.epochs, "seeds": args.seeds, "sweeps": []}
+    with tempfile.TemporaryDirectory(prefix="bench-pack-") as tmp:
+        for n in sizes:
+            taus = TAUS[:n] if n != 3 else (2.0, 5.0, 10.0)
+            runs = {side: [] for side in sides}
+            for r in range(args.rounds):
+                for side in (sides if r % 2 == 0 else sides[::-1]):
+                    runs[side].append(run_sweep(side, taus, args.seeds, args.epochs, Path(tmp) / f"{side}-{n}-{r}"))
+                    print(f"{n} taus x {args.seeds} seeds, {side}: {runs[side][-1]['wall_s']:.1f} s "
+                          f"(load {runs[side][-1]['load_before']} -> {runs[side][-1]['load_after']})", flush=True)
+            medians = {side: statistics.median(run["wall_s"] for run in runs[side]) for side in sides}
+            best = min((side for side in sides if side != "packed"), key=medians.get)
+            packed, solo = runs["packed"][0]["rows"], runs[best][0]["rows"]
+            differ = sorted(name for name in solo if any(packed[name][k] != solo[name][k] for k in METRICS))
+            result["sweeps"].append({
+                "taus": list(taus), "runs": n * args.seeds, "median_s": medians, "best_solo": best,
+                "speedup": medians[best] / medians["packed"],
+                "walls_s": {side: [run["wall_s"] for run in runs[side]] for side in sides},
+                "loads": {side: [(run["load_before"], run["load_after"]) for run in runs[side]] for side in sides},
+                "rows_differ": differ, "seed_spread": spread(solo),
+                "accuracy": {name: (float(packed[name]["test_accuracy"]), float(solo[name]["test_accuracy"]))
+                             for name in sorted(solo)}})
+    stem = args.out / f"pack-{slug(result['cpu'])}"
+    write_results(stem, result, table(result))
+    print(table(result), end="")
+    print(f"wrote {stem}.{{json,md}}")
+    return result
+
+
+def table(result: dict) -> str:
+    sides = list(result["sweeps"][0]["median_s"])
+    lines = [f"# Packed sweeps against solo runs ({result['cpu']}, {result['cores']} cores, torch {result['torch']}, "
+             f"{result['date']})", "", f"`{result['command']}`: {result['epochs']} epochs, {result['seeds']} seeds, "
+             "the seed network otherwise; each side a fresh `fastsnn sweep` process, wall time to exit, median.", "",
+             "| sweep | " + " | ".join(f"{side} (s)" for side in sides) + " | speed-up over the faster solo | "
+             "rows differ | seeds' spread of test accuracy |",
+             "|---" * (len(sides) + 4) + "|"]
+    for s in result["sweeps"]:
+        spreads = ", ".join(f"{100 * v:.1f}" for v in s["seed_spread"].values())
+        lines.append(f"| {len(s['taus'])} taus x {result['seeds']} seeds ({s['runs']} runs) | "
+                     + " | ".join(f"{s['median_s'][side]:.1f}" for side in sides)
+                     + f" | {s['speedup']:.2f}x ({s['best_solo']}) | {len(s['rows_differ'])} of {s['runs']} | "
+                     f"{spreads} points |")
+    lines += ["", "Load averages (1, 5, 15 min) before -> after each sweep:", ""]
+    for s in result["sweeps"]:
+        for side, loads in s["loads"].items():
+            lines.append(f"- {len(s['taus'])} taus, {side}: " + "; ".join(f"{a} -> {b}" for a, b in loads))
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
