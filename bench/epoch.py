@@ -47,16 +47,15 @@ from pathlib import Path
 
 import torch
 
+import fastsnn.experiment.run as run_module
+import fastsnn.experiment.training as train_module
 from fastsnn.cpu.threads import using_threads
-import fastsnn.experiment.train  # noqa: F401 (the module, which fastsnn.experiment.train the function hides)
-from fastsnn.experiment import run as run_module
 from fastsnn.experiment.config import RunConfig
 from fastsnn.experiment.stimulus import IPDDataset
 
 from . import seed_baseline
 from .common import add_out_option, cpu_name, machine, slug, write_results
 
-train_module = sys.modules["fastsnn.experiment.train"]
 PARTS = ("stimulus", "training steps", "validation forwards", "saving", "other")
 
 

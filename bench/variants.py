@@ -54,7 +54,15 @@ VARIANTS = {
     "alif zero reset": {"--neuron": "alif", "--reset": "zero"},
     "alif subtract reset": {"--neuron": "alif", "--reset": "subtract"},
     "learnable delays": {"--max-delay": "25"},
+    # community notebooks reproduced whole (docs/delays.md): their flags are a protocol of their own
+    "dcls notebook": {"--phase-delays": "none", "--max-delay": "30", "--readout-max-delay": "30",
+                      "--delay-init": "centre", "--weight-init": "kaiming", "--lr": "0.005",
+                      "--lr-schedule": "one_cycle", "--delay-lr": "0.1", "--delay-lr-schedule": "cosine",
+                      "--sigma-anneal-epochs": "37", "--keep-final": None},
+    "250 Hz notebook": {"--tone-hz": "250", "--dt-ms": "0.1", "--steps": "1000", "--hidden": "5", "--tau-ms": "1",
+                        "--readout-tau-ms": "50", "--lr": "0.01", "--epochs": "50", "--test-batches": "64"},
 }
+SEED_PROTOCOL_ONLY = {"dcls notebook", "250 Hz notebook"}
 COLUMNS = ("protocol", "variant", "seed", "command", "test_accuracy", "test_abs_error_deg", "train_accuracy",
            "epochs", "wall_seconds", "threads", "finished")
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,11 +84,12 @@ def command(protocol: str, variant: str) -> str:
 
 
 def plan(protocols: list[str], variants: list[str]) -> dict[tuple[str, str], str | None]:
-    """(protocol, variant) -> None to run it, or the earlier variant whose command it repeats."""
+    """(protocol, variant) -> None to run it, or the earlier variant whose command it repeats (the variants of
+    :data:`SEED_PROTOCOL_ONLY` under the seed protocol only)."""
     out = {}
     for protocol in protocols:
         seen: dict[str, str] = {}
-        for variant in variants:
+        for variant in [v for v in variants if protocol == "seed" or v not in SEED_PROTOCOL_ONLY]:
             key = command(protocol, variant)
             out[protocol, variant] = seen.get(key)
             seen.setdefault(key, variant)
@@ -143,7 +152,7 @@ def table(rows: list[dict], protocols: list[str], variants: list[str], seeds: li
         lines += [f"## {PROTOCOL_NAMES[protocol]}", "",
                   "| variant | command (`--seed S` added) | test accuracy | test error (deg) | wall time per run (s) "
                   "| epochs | seeds |", "|---|---|---|---|---|---|---|"]
-        for variant in variants:
+        for variant in [v for v in variants if (protocol, v) in repeats]:
             source = repeats[protocol, variant] or variant
             done = [row for row in rows if row["protocol"] == protocol and row["variant"] == source
                     and row["command"] == command(protocol, source) and int(row["seed"]) in seeds]
@@ -193,7 +202,7 @@ def main(argv=None) -> None:
     repeats = plan(protocols, variants)
     # seed-major within a protocol: a protocol cut short has covered every variant once
     todo = [(protocol, variant, seed) for protocol in protocols for seed in seeds for variant in variants
-            if repeats[protocol, variant] is None
+            if repeats.get((protocol, variant), "") is None
             and (protocol, variant, seed, command(protocol, variant)) not in done]
     print(f"{len(todo)} runs to do; results in {csv_path}", flush=True)
     if args.dry_run:

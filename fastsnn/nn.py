@@ -3,7 +3,9 @@
 Weights are stored as (in_features, out_features), the seed's layout, and
 initialised the seed's way: U(-1/sqrt(out_features), +1/sqrt(out_features))
 (torch takes fan_in from dim 1 of that matrix, so the scale follows the layer's
-width, not its input size).
+width, not its input size); ``weight_init="kaiming"`` draws them as
+``kaiming_uniform_(nonlinearity="relu")`` on torch's (out, in) layout does,
+U(-sqrt(6/in_features), +sqrt(6/in_features)) (the community's DCLS notebook).
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ class _Projected(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, *, tau_ms: float, dt_ms: float, learn_tau: bool,
                  dales_law: bool, ie_ratio: float, dale_mask: str, backend: str, binary_input: bool,
-                 generator: torch.Generator | None, segments: int = 1, max_delay: int = 0):
+                 generator: torch.Generator | None, segments: int = 1, max_delay: int = 0,
+                 delay_init: str = "uniform", weight_init: str = "seed"):
         super().__init__()
         for name, value in (("in_features", in_features), ("out_features", out_features), ("segments", segments)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -68,11 +71,13 @@ class _Projected(nn.Module):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
         if backend not in ops.BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(ops.BACKENDS)}, got {backend!r}")
+        if weight_init not in WEIGHT_INITS:
+            raise ValueError(f"weight_init must be one of {', '.join(WEIGHT_INITS)}, got {weight_init!r}")
         self.in_features, self.out_features = in_features, out_features
         self.dt_ms, self.backend, self.dales_law = float(dt_ms), backend, dales_law
         self.binary_input = binary_input
         width = out_features * segments
-        bound = 1 / math.sqrt(width)
+        bound = 1 / math.sqrt(width) if weight_init == "seed" else math.sqrt(6 / in_features)
         self.weight = nn.Parameter(torch.empty(in_features, width).uniform_(-bound, bound, generator=generator))
         if dales_law:
             self.register_buffer("sign", dale_signs(in_features, width, ie_ratio, dale_mask, generator))
@@ -83,17 +88,25 @@ class _Projected(nn.Module):
         else:
             self.log_tau = None
             self._tau_ms = float(tau_ms)
-        self._init_delays(max_delay, generator)
+        self._init_delays(max_delay, delay_init, generator)
 
-    def _init_delays(self, max_delay: int, generator: torch.Generator | None) -> None:
-        """With ``max_delay`` > 0, a learnable delay per synapse, uniform in [0, max_delay] steps (drawn after
-        every other parameter, so that a layer without delays draws what it always drew)."""
+    def _init_delays(self, max_delay: int, init: str, generator: torch.Generator | None) -> None:
+        """With ``max_delay`` > 0, a learnable delay per synapse in [0, max_delay] steps (drawn after every other
+        parameter, so that a layer without delays draws what it always drew): ``init="uniform"`` draws it
+        uniformly, ``"centre"`` as dcls draws its positions, ``N(max_delay // 2, 0.5^2)`` clipped to the range."""
         if isinstance(max_delay, bool) or not isinstance(max_delay, int) or max_delay < 0:
             raise ValueError(f"max_delay must be an integer >= 0 (steps; 0: no delays), got {max_delay!r}")
+        if init not in DELAY_INITS:
+            raise ValueError(f"delay_init must be one of {', '.join(DELAY_INITS)}, got {init!r}")
         self.max_delay = max_delay
         self.delay = None
         if max_delay:
-            self.delay = nn.Parameter(torch.empty(self.weight.shape).uniform_(0, max_delay, generator=generator))
+            delay = torch.empty(self.weight.shape)
+            if init == "uniform":
+                delay.uniform_(0, max_delay, generator=generator)
+            else:  # dcls: P ~ N(0, 0.5^2) around the kernel's centre tap, delay = max_delay - (max_delay + 1) // 2 - P
+                delay.normal_(max_delay - (max_delay + 1) // 2, 0.5, generator=generator).clamp_(0, max_delay)
+            self.delay = nn.Parameter(delay)
             self.sigma = delay_sigma(max_delay, 0, 1)
 
     @property
@@ -206,17 +219,19 @@ class LIF(_Projected):
     """x (B, T, in_features) -> spikes (B, T, out_features): ``h = x @ W`` then :func:`fastsnn.lif`.
 
     ``spike``, ``reset``, ``surrogate``, ``fire``, ``threshold``, ``beta`` and ``detach_reset`` choose the
-    member of the LIF family (defaults: the seed's neuron). ``binary_input=True`` declares x to be
-    0/1 spikes: the projection then keeps x for the backward as bits instead of floats
-    (:func:`fastsnn.spike_matmul`); x may then come as :class:`fastsnn.SpikeBits`, spikes already packed
-    (unpacked where another projection needs them). ``dendrites`` (a :class:`DendriticFilter` of ``out_features`` units)
+    member of the LIF family (defaults: the seed's neuron). ``weight_init``: the seed's ``"seed"`` or
+    ``"kaiming"`` (module docstring). ``binary_input=True`` declares x to be 0/1 spikes: the projection then
+    keeps x for the backward as bits instead of floats (:func:`fastsnn.spike_matmul`); x may then come as
+    :class:`fastsnn.SpikeBits`, spikes already packed (unpacked where another projection needs them).
+    ``dendrites`` (a :class:`DendriticFilter` of ``out_features`` units)
     makes the layer filter-and-fire: W then holds ``dendrites.segments`` columns per neuron, and their
     filtered currents, summed per neuron, drive it.
 
     ``max_delay`` > 0 gives each synapse (each column of W, segments included) a learnable delay in
-    [0, max_delay] steps (parameter ``delay``): the projection is then :func:`fastsnn.delayed_projection`,
-    with Gaussian kernels of width ``sigma`` in training mode (set it per epoch with :func:`anneal_delays`)
-    and delays rounded in eval mode.
+    [0, max_delay] steps (parameter ``delay``, drawn uniformly, or with ``delay_init="centre"`` as dcls
+    draws it: near max_delay // 2): the projection is then :func:`fastsnn.delayed_projection`, with
+    Gaussian kernels of width ``sigma`` in training mode (set it per epoch with :func:`anneal_delays`) and
+    delays rounded in eval mode.
     """
 
     def __init__(self, in_features: int, out_features: int, *, tau_ms: float = 5.0, dt_ms: float = 1.0,
@@ -224,13 +239,15 @@ class LIF(_Projected):
                  reset: str = "zero", surrogate: str = "sigmoid", fire: str = ">", learn_tau: bool = False,
                  dales_law: bool = False, ie_ratio: float = 0.5, dale_mask: str = "contiguous",
                  backend: str = "auto", binary_input: bool = False, generator: torch.Generator | None = None,
-                 dendrites: DendriticFilter | None = None, max_delay: int = 0):
+                 dendrites: DendriticFilter | None = None, max_delay: int = 0, delay_init: str = "uniform",
+                 weight_init: str = "seed"):
         if dendrites is not None and dendrites.units != out_features:
             raise ValueError(f"dendrites must have out_features = {out_features} units, got {dendrites.units}")
         super().__init__(in_features, out_features, tau_ms=tau_ms, dt_ms=dt_ms, learn_tau=learn_tau,
                          dales_law=dales_law, ie_ratio=ie_ratio, dale_mask=dale_mask, backend=backend,
                          binary_input=binary_input, generator=generator,
-                         segments=dendrites.segments if dendrites is not None else 1, max_delay=max_delay)
+                         segments=dendrites.segments if dendrites is not None else 1, max_delay=max_delay,
+                         delay_init=delay_init, weight_init=weight_init)
         self.dendrites = dendrites
         self.options = dict(threshold=threshold, beta=beta, detach_reset=detach_reset, spike=spike, reset=reset,
                             surrogate=surrogate, fire=fire)
@@ -288,17 +305,20 @@ class LeakyReadout(_Projected):
 
     :meth:`time_sum` returns the membrane summed over time, (B, out_features). With one fixed tau it
     contracts time first, ``(sum_k c_k x_k) @ W``, which needs neither the (B, T, out) projection nor
-    a time loop; with learnt per-neuron tau it runs :func:`fastsnn.leaky_readout_sum`.
-    ``binary_input`` as for :class:`LIF`.
+    a time loop; with learnt per-neuron tau or learnable delays it runs :func:`fastsnn.leaky_readout_sum`.
+    ``binary_input``, ``weight_init`` and ``max_delay`` / ``delay_init`` (learnable delays on the projection)
+    as for :class:`LIF`.
     """
 
     def __init__(self, in_features: int, out_features: int, *, tau_ms: float = 5.0, dt_ms: float = 1.0,
                  learn_tau: bool = False, dales_law: bool = False, ie_ratio: float = 0.5,
                  dale_mask: str = "contiguous", backend: str = "auto", binary_input: bool = False,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, max_delay: int = 0, delay_init: str = "uniform",
+                 weight_init: str = "seed"):
         super().__init__(in_features, out_features, tau_ms=tau_ms, dt_ms=dt_ms, learn_tau=learn_tau,
                          dales_law=dales_law, ie_ratio=ie_ratio, dale_mask=dale_mask, backend=backend,
-                         binary_input=binary_input, generator=generator)
+                         binary_input=binary_input, generator=generator, max_delay=max_delay,
+                         delay_init=delay_init, weight_init=weight_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return ops.leaky_readout(self.project(x), self.alpha(), backend=self.backend)
@@ -316,14 +336,14 @@ class LeakyReadout(_Projected):
 
     def time_weights(self, steps: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
         """The (steps,) c_k with ``time_sum(x) = (sum_k c_k x_k) @ W`` when one fixed tau allows it on a
-        fast backend; None for learnt per-neuron tau and for the reference backend (its plain loop).
-        A new tensor each call: the one :meth:`time_sum` uses is shared by every layer of that tau."""
+        fast backend; None for learnt per-neuron tau, delays (no single W) and the reference backend (its plain
+        loop). A new tensor each call: the one :meth:`time_sum` uses is shared by every layer of that tau."""
         weights = self._time_weights(steps, dtype, device)
         return None if weights is None else weights.clone()
 
     def _time_weights(self, steps: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
         alpha = self.alpha()
-        if self.backend == "reference" or isinstance(alpha, torch.Tensor):
+        if self.backend == "reference" or isinstance(alpha, torch.Tensor) or self.delay is not None:
             return None
         return _time_weights(alpha, steps, dtype, device)
 
@@ -334,23 +354,32 @@ class LeakyReadout(_Projected):
 # over the annealing epochs; the Gaussian's standard deviation is SIG + 0.27, so 0.5 steps at the end.
 DELAY_SIG_END = 0.23
 DCLS_SIG_FLOOR = 0.27
+DELAY_INITS = ("uniform", "centre")
+WEIGHT_INITS = ("seed", "kaiming")
 
 
-def delay_sigma(max_delay: int, epoch: int, anneal_epochs: int) -> float:
-    """Width (steps) of the delay kernels in training epoch ``epoch`` (0-based):
-    ``SIG0 (0.23 / SIG0)^(min(epoch, anneal_epochs) / anneal_epochs) + 0.27`` with ``SIG0 = max_delay / 2``."""
-    start = max(max_delay / 2, DELAY_SIG_END)
-    return start * (DELAY_SIG_END / start) ** (min(epoch, anneal_epochs) / anneal_epochs) + DCLS_SIG_FLOOR
+def delay_sigma(max_delay: int, epoch: int, anneal_epochs: int, start: float | None = None,
+                end: float = DELAY_SIG_END) -> float:
+    """Width (steps) of the delay kernels in training epoch ``epoch`` (0-based): dcls's SIG, decaying
+    exponentially from ``start`` (default ``max_delay / 2``) to ``end`` over ``anneal_epochs`` epochs, plus 0.27:
+    ``start (end / start)^(min(epoch, anneal_epochs) / anneal_epochs) + 0.27``."""
+    start = max_delay / 2 if start is None else start
+    for name, value in (("start", start), ("end", end)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ValueError(f"the delay kernels' {name} width must be a finite number > 0 (steps), got {value!r}")
+    return start * (end / start) ** (min(epoch, anneal_epochs) / anneal_epochs) + DCLS_SIG_FLOOR
 
 
 def delay_layers(model: nn.Module) -> list[_Projected]:
     return [m for m in model.modules() if isinstance(m, _Projected) and m.delay is not None]
 
 
-def anneal_delays(model: nn.Module, epoch: int, anneal_epochs: int) -> None:
-    """Set every delay layer's kernel width for training epoch ``epoch`` (:func:`delay_sigma`)."""
+def anneal_delays(model: nn.Module, epoch: int, anneal_epochs: int, start: float | None = None,
+                  end: float = DELAY_SIG_END) -> None:
+    """Set every delay layer's kernel width for training epoch ``epoch`` (:func:`delay_sigma`; ``start``
+    None: each layer's own ``max_delay / 2``)."""
     for layer in delay_layers(model):
-        layer.sigma = delay_sigma(layer.max_delay, epoch, anneal_epochs)
+        layer.sigma = delay_sigma(layer.max_delay, epoch, anneal_epochs, start, end)
 
 
 @torch.no_grad()

@@ -102,3 +102,25 @@ def test_epoch_breaks_an_epoch_down(tmp_path):
     assert result["ready_inputs_s"]["training steps"] > 0 and result["epoch_over_ready"] > 0
     table = next(tmp_path.glob("epoch-*.md")).read_text()
     assert "| stimulus |" in table and "Ready inputs" in table
+
+
+def test_phase_offsets_reproduces_a_runs_own_metrics(tmp_path, capsys):
+    """At the offset its test evaluation drew (the run's eval_test stream), the run's test set scores exactly its
+    metrics.json test accuracy; the table has a row per set and a column per offset."""
+    import torch
+
+    from bench import phase_offsets
+    from fastsnn.experiment.cli import main as fastsnn
+    from fastsnn.experiment.run import dataset, generator, load_checkpoint
+
+    out = tmp_path / "run"
+    assert fastsnn(["train", "--epochs", "2", "--train-batches", "2", "--test-batches", "2", "--batch-size", "16",
+                    "--hidden", "6", "--anf-per-ear", "10", "--max-delay", "4", "--readout-max-delay", "3",
+                    "--quiet", "--seed", "5", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    config, model = load_checkpoint(out / "checkpoint.pt")
+    drawn = torch.rand((), generator=generator(5, "eval_test"), dtype=torch.float64).item()
+    assert phase_offsets.accuracy(model, dataset(config, "test", 5), drawn, batch_size=7) == metrics["test_accuracy"]
+    rows = phase_offsets.main([str(out), "--offsets", "3"])
+    assert [row["set"] for row in rows] == ["train", "test"] and all(len(row["accuracy"]) == 3 for row in rows)
+    assert "| 0.00 | 0.33 | 0.67 | mean | min | max |" in capsys.readouterr().out

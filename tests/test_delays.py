@@ -3,6 +3,7 @@ every gradient, on awkward shapes; the reference against the published implement
 Gaussian version); the custom op under torch.compile; one-line errors; the layer, the schedule, the
 training loop and a tiny CLI run."""
 
+import io
 import json
 import math
 import os
@@ -11,12 +12,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import assert_close, backend_device
+from test_reference import _Spike
 
 import fastsnn
 from fastsnn.experiment.cli import main
 from fastsnn.experiment.config import ModelConfig, RunConfig, StimulusConfig, TrainConfig
 from fastsnn.experiment.model import IPDNetwork
-from fastsnn.nn import LIF, anneal_delays, clamp_delays_, delay_param_groups, delay_sigma
+from fastsnn.nn import LIF, LeakyReadout, anneal_delays, clamp_delays_, delay_param_groups, delay_sigma
+from fastsnn.ops.readout.reference import leaky_readout_sum_ref
 from fastsnn.ops.delays import DelayedProjectionFunction, delayed_projection_op
 from fastsnn.ops.delays.reference import NORM_EPS, delay_taps, delayed_projection_ref
 
@@ -174,6 +177,128 @@ def test_matches_dcls(backend, max_delay):
         assert_close(f"{name} vs dcls", a.detach().cpu(), e.detach().cpu(), rtol=1e-5, atol=1e-5)
 
 
+def _dcls_projection(x, weight, delay, max_delay, sigma):
+    """dcls's Dcls1d on x (B, T, I) padded by max_delay steps on the left, for the weight and delay (I, O) as in
+    :func:`test_matches_dcls`: (h (B, T, O), layer). ``sigma=None``: the community notebook's evaluation, dcls's
+    "max" version with the positions rounded and SIG 0 (a one-hot kernel)."""
+    from DCLS.construct.modules import Dcls1d
+
+    K = max_delay + 1
+    layer = Dcls1d(weight.shape[0], weight.shape[1], kernel_count=1, dilated_kernel_size=K, bias=False,
+                   version="gauss" if sigma is not None else "max")
+    with torch.no_grad():
+        layer.weight.copy_(weight.detach().t()[..., None])
+        position = (max_delay - delay.detach() - K // 2).t()[None, ..., None]
+        layer.P.copy_(position if sigma is not None else position.round())
+        layer.SIG.fill_(sigma - 0.27 if sigma is not None else 0.0)
+    return layer(F.pad(x.transpose(1, 2), (max_delay, 0))).transpose(1, 2), layer
+
+
+def _dcls_network(x, model, sigmas):
+    """The community notebook's network (Quick_Start_Delay_DCLS): dcls delays on both projections, the seed's
+    LIF and leaky readout loops, scores = sum over time. Returns (scores, [(layer, its dcls projection)])."""
+    layers = []
+    alpha = math.exp(-1 / 5)
+
+    def project(inp, fast_layer, sigma):
+        h, layer = _dcls_projection(inp, fast_layer.weight, fast_layer.delay, fast_layer.max_delay, sigma)
+        layers.append(layer)
+        return h
+
+    h = project(x, model.hidden, sigmas[0])
+    v = h.new_zeros(h.shape[0], h.shape[2])
+    s = torch.zeros_like(v)
+    spikes = [s]
+    for t in range(x.shape[1] - 1):
+        v, s = (alpha * v + h[:, t]) * (1 - s), _Spike.apply(v - 1)
+        spikes.append(s)
+    h2 = project(torch.stack(spikes, 1), model.readout, sigmas[1])
+    u = h2.new_zeros(h2.shape[0], h2.shape[2])
+    total = u
+    for t in range(x.shape[1] - 1):
+        u = alpha * u + h2[:, t]
+        total = total + u
+    return total, layers
+
+
+@pytest.mark.parametrize("backend", ["reference", *FAST])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_network_with_delays_on_both_projections_matches_dcls(backend, mode):
+    """IPDNetwork with --max-delay and --readout-max-delay against the notebook's network built on dcls: the
+    scores and the gradients for both layers' weights and delays (training: Gaussian kernels, each layer its
+    own width; evaluation: rounded delays, as the notebook's "max" version with rounded positions)."""
+    pytest.importorskip("DCLS", reason="the dcls package is not installed (pip install dcls)")
+    device = backend_device(backend)
+    stim = StimulusConfig(anf_per_ear=9, steps=30)
+    model = IPDNetwork(stim, ModelConfig(hidden=7, max_delay=6, readout_max_delay=4, backend=backend),
+                       torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # a fair amount of hidden spikes; no delay on a half step (the two roundings differ there)
+        model.hidden.weight.mul_(3)
+        for layer in (model.hidden, model.readout):
+            shifted = layer.delay + 0.25 * torch.rand(layer.delay.shape, generator=g)
+            layer.delay.copy_(shifted.clamp(0, layer.max_delay))
+            layer.delay[(layer.delay - layer.delay.floor() - 0.5).abs() < 0.05] += 0.1
+    model.hidden.sigma, model.readout.sigma = 1.7, 0.9
+    model.to(device).train(mode == "train")
+    x = (torch.rand(5, 30, 18, generator=g) < 0.3).float().to(device)
+    weights = torch.randn(5, stim.num_classes, generator=g).to(device)
+    params = [model.hidden.weight, model.hidden.delay, model.readout.weight, model.readout.delay]
+    scores = model(x)
+    grads = torch.autograd.grad((scores * weights).sum(), params)
+
+    expected, layers = _dcls_network(x.cpu(), model.cpu(), (1.7, 0.9) if mode == "train" else (None, None))
+    (expected * weights.cpu()).sum().backward()
+    hidden_spikes = model.hidden(x.cpu())
+    assert 0.05 < hidden_spikes.mean() < 0.5, "the test input must make the hidden layer spike"
+    assert_close("scores", scores.detach().cpu(), expected.detach(), rtol=1e-5, atol=1e-5)
+    dcls_grads = [layers[0].weight.grad[..., 0].t(), -layers[0].P.grad[0, ..., 0].t(),
+                  layers[1].weight.grad[..., 0].t(), -layers[1].P.grad[0, ..., 0].t()]
+    for name, a, e in zip(("dW1", "dD1", "dW2", "dD2"), grads, dcls_grads):
+        if mode == "eval" and name.startswith("dD"):
+            assert (a == 0).all(), "rounded delays have a zero gradient"
+            continue
+        assert_close(f"{name} vs dcls", a.cpu(), e, rtol=1e-4, atol=1e-5 * e.abs().max().item())
+
+
+def test_readout_layer_with_delays():
+    """LeakyReadout(max_delay=M): the delayed projection, then the leaky integrator; no time-contracted shortcut."""
+    layer = LeakyReadout(8, 3, max_delay=5, backend="cpu", generator=torch.Generator().manual_seed(0))
+    assert layer.delay.shape == (8, 3) and layer.time_weights(20, torch.float32, torch.device("cpu")) is None
+    x = (torch.rand(4, 20, 8, generator=torch.Generator().manual_seed(1)) < 0.4).float()
+    h = delayed_projection_ref(x, layer.weight, layer.delay, layer.sigma, 5)
+    torch.testing.assert_close(layer.project(x), h)
+    torch.testing.assert_close(layer.time_sum(x), leaky_readout_sum_ref(h, layer.alpha()), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(layer(x).sum(1), layer.time_sum(x), rtol=1e-5, atol=1e-5)
+
+
+def test_each_projection_has_its_own_delays():
+    stim = StimulusConfig(anf_per_ear=3)
+    both = IPDNetwork(stim, ModelConfig(hidden=4, max_delay=6, readout_max_delay=3))
+    assert (both.hidden.max_delay, both.readout.max_delay) == (6, 3)
+    assert both.readout.delay.shape == both.readout.weight.shape
+    only_readout = IPDNetwork(stim, ModelConfig(hidden=4, readout_max_delay=3))
+    assert only_readout.hidden.delay is None and only_readout.readout.delay is not None
+    # the spiking readout used to take the hidden layer's --max-delay; it takes --readout-max-delay now
+    spiking = IPDNetwork(stim, ModelConfig(hidden=4, max_delay=6, readout="spiking"))
+    assert spiking.hidden.max_delay == 6 and spiking.readout.delay is None
+
+
+def test_delays_drawn_at_the_centre_as_dcls_draws_them():
+    """delay_init="centre": dcls's positions N(0, 0.5^2) around the kernel's centre, as delays: N(M // 2, 0.25)."""
+    layer = LIF(100, 50, max_delay=30, delay_init="centre", generator=torch.Generator().manual_seed(0))
+    d = layer.delay.detach()
+    assert abs(d.mean().item() - 15) < 0.02 and abs(d.std().item() - 0.5) < 0.02
+    assert 0 <= d.min() and d.max() <= 30
+    small = LIF(200, 30, max_delay=1, delay_init="centre", generator=torch.Generator().manual_seed(0)).delay
+    assert 0 <= small.min() and small.max() <= 1 and (small == 0).any()  # N(0, 0.25) clipped at 0
+    plain = LIF(7, 4, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(LIF(7, 4, max_delay=3, delay_init="centre", generator=torch.Generator().manual_seed(0)).weight,
+                       plain.weight)
+    with pytest.raises(ValueError, match="delay_init must be one of uniform, centre, got 'middle'"):
+        LIF(4, 3, max_delay=2, delay_init="middle")
+
+
 # --- torch.compile --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("backend", FAST)
@@ -269,6 +394,23 @@ def test_schedule_is_the_published_one():
     assert delay_sigma(25, 5, 20) < delay_sigma(25, 4, 20)
 
 
+def test_schedule_with_the_notebooks_widths():
+    """The community notebook (Quick_Start_Delay_DCLS) multiplies SIG, first max_delay // 2 = 15 for its 31 taps,
+    by (0.23 / 15)^(1/37) after each of the first 37 epochs: max_delay 30 (31 taps) and 37 annealing epochs give
+    its widths, the default start included; --sigma-start / --sigma-end move the ends."""
+    sig, factor = 15.0, (0.23 / 15) ** (1 / 37)
+    for epoch in range(60):
+        assert delay_sigma(30, epoch, 37) == pytest.approx(sig + 0.27, rel=1e-12)
+        assert delay_sigma(30, epoch, 37, start=15, end=0.23) == pytest.approx(sig + 0.27, rel=1e-12)
+        if epoch < 37 and sig > 0.23:
+            sig *= factor
+    assert delay_sigma(30, 0, 10, start=4.0, end=1.0) == pytest.approx(4.27)
+    assert delay_sigma(30, 5, 10, start=4.0, end=1.0) == pytest.approx(2.27)
+    assert delay_sigma(30, 12, 10, start=4.0, end=1.0) == pytest.approx(1.27)
+    with pytest.raises(ValueError, match="the delay kernels' end width must be a finite number > 0"):
+        delay_sigma(30, 0, 10, end=0.0)
+
+
 def test_layer_uses_gaussians_in_training_and_rounds_in_eval():
     layer = LIF(7, 4, max_delay=5, backend="cpu", generator=torch.Generator().manual_seed(0))
     assert layer.delay.shape == (7, 4) and 0 <= layer.delay.min() and layer.delay.max() <= 5
@@ -300,13 +442,19 @@ def test_param_groups_and_clamp():
         model.hidden.delay[0, 0], model.hidden.delay[1, 1] = -1.5, 9.0
     clamp_delays_(model)
     assert model.hidden.delay[0, 0] == 0 and model.hidden.delay[1, 1] == 6
+    both = IPDNetwork(StimulusConfig(anf_per_ear=3), ModelConfig(hidden=4, max_delay=6, readout_max_delay=2))
+    groups = both.param_groups(TrainConfig(lr=0.005, delay_lr=0.2, lr_schedule="one_cycle", delay_lr_schedule="cosine"))
+    assert [(g["lr"], g["schedule"]) for g in groups] == [(0.005, "one_cycle"), (0.2, "cosine")]
+    assert groups[1]["params"] == [both.hidden.delay, both.readout.delay]
+    with torch.no_grad():
+        both.readout.delay[0, 0] = 2.5
+    clamp_delays_(both)
+    assert both.readout.delay[0, 0] == 2
 
 
 def test_fit_with_delays_anneals_clamps_and_resumes_exactly():
     """Three epochs at delay_lr 0.5: the delays move and stay in [0, max_delay], each epoch trains with its width,
     and a fit resumed from the first epoch's state ends with the same weights, bit for bit."""
-    import io
-
     from fastsnn.experiment.run import generator
     from fastsnn.experiment.stimulus import IPDDataset
     from fastsnn.experiment.training import fit
@@ -340,6 +488,71 @@ def test_fit_with_delays_anneals_clamps_and_resumes_exactly():
         assert torch.equal(a, b), name
 
 
+def test_fit_trains_as_the_notebook_with_its_two_optimizers():
+    """The notebook trains the weights and the delays with two Adam optimizers under torch's OneCycleLR and
+    CosineAnnealingLR, stepped once per epoch, and clips the delays after each step: fit, with one Adam of two
+    groups and --lr-schedule one_cycle --delay-lr-schedule cosine, ends with the same weights and delays; and a
+    fit resumed from its first epoch's state ends with them too."""
+    from fastsnn.experiment.run import generator
+    from fastsnn.experiment.stimulus import IPDDataset
+    from fastsnn.experiment.training import batch_loss, fit
+
+    stim = StimulusConfig(anf_per_ear=8, steps=30, phase_delays="none")
+    cfg = TrainConfig(epochs=4, batch_size=16, train_samples=48, valid_samples=16, test_samples=16, lr=0.005,
+                      lr_schedule="one_cycle", delay_lr=0.3, delay_lr_schedule="cosine", sigma_anneal_epochs=3,
+                      validation=False)
+
+    def setup():
+        train = IPDDataset.random(48, stim, generator(0, "train_set"))
+        model = IPDNetwork(stim, ModelConfig(hidden=6, max_delay=5, readout_max_delay=3, delay_init="centre",
+                                             backend="cpu"), generator(0, "model"))
+        return model, train
+
+    model, train = setup()
+    first = []
+
+    def keep_first(state):
+        if not first:
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            first.append(buffer.getvalue())
+
+    fit(model, train, None, cfg, generator(0, "train"), progress=False, on_epoch=keep_first)
+
+    notebook, train = setup()
+    delays = [notebook.hidden.delay, notebook.readout.delay]
+    weights = [p for p in notebook.parameters() if all(p is not d for d in delays)]
+    weight_opt = torch.optim.Adam(weights, lr=0.001)  # OneCycleLR replaces this 0.001 with max_lr / 25
+    delay_opt = torch.optim.Adam(delays, lr=0.3)
+    schedules = [torch.optim.lr_scheduler.OneCycleLR(weight_opt, max_lr=0.005, total_steps=4),
+                 torch.optim.lr_scheduler.CosineAnnealingLR(delay_opt, T_max=4)]
+    g = generator(0, "train")
+    for epoch in range(4):
+        notebook.start_epoch(epoch, cfg)
+        notebook.train()
+        for batch in train.batches(16, g):
+            loss = batch_loss(notebook, batch.x, batch.labels, 0.01)
+            weight_opt.zero_grad()
+            delay_opt.zero_grad()
+            loss.backward()
+            weight_opt.step()
+            delay_opt.step()
+            clamp_delays_(notebook)
+        for schedule in schedules:
+            schedule.step()
+    start = IPDNetwork(stim, ModelConfig(hidden=6, max_delay=5, readout_max_delay=3, delay_init="centre"),
+                       generator(0, "model"))
+    assert (notebook.readout.delay - start.readout.delay).abs().max() > 0.05, "the readout's delays learnt nothing"
+    for (name, a), b in zip(model.state_dict().items(), notebook.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=name)
+
+    again, train = setup()
+    fit(again, train, None, cfg, generator(0, "train"), progress=False,
+        state=torch.load(io.BytesIO(first[0]), weights_only=True))
+    for (name, a), b in zip(again.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 def test_cli_trains_with_delays(tmp_path):
     out = tmp_path / "run"
     flags = ["--epochs", "2", "--train-batches", "2", "--test-batches", "1", "--batch-size", "16", "--hidden", "5",
@@ -363,6 +576,14 @@ def test_cli_trains_with_delays(tmp_path):
     (["--delay-lr", "0"], "delay_lr must be a finite number > 0"),
     (["--sigma-anneal-epochs", "0"], "sigma_anneal_epochs must be an integer >= 1"),
     (["--max-delay", "2.5"], "invalid int value: '2.5'"),
+    (["--readout-max-delay", "-3"], "readout_max_delay must be an integer >= 0"),
+    (["--delay-init", "middle"], "invalid choice: 'middle'"),
+    (["--lr-schedule", "step"], "invalid choice: 'step'"),
+    (["--delay-lr-schedule", "onecycle"], "invalid choice: 'onecycle'"),
+    (["--sigma-start", "0"], "sigma_start must be a finite number > 0"),
+    (["--sigma-end", "-1"], "sigma_end must be a finite number > 0"),
+    (["--phase-delays", "linear"], "invalid choice: 'linear'"),
+    (["--weight-init", "xavier"], "invalid choice: 'xavier'"),
 ])
 def test_bad_delay_flags(flags, message, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -376,6 +597,34 @@ def test_delays_are_sweep_keys():
     points = expand(RunConfig(), parse_grid(["max-delay=0,25", "delay-lr=0.05", "sigma-anneal-epochs=30"]), [0])
     assert [(p.config.model.max_delay, p.config.train.delay_lr, p.config.train.sigma_anneal_epochs)
             for p in points] == [(0, 0.05, 30), (25, 0.05, 30)]
+    grid = parse_grid(["readout-max-delay=30", "delay-init=centre", "lr-schedule=one_cycle,constant",
+                       "delay-lr-schedule=cosine", "sigma-start=15", "sigma-end=0.5", "phase-delays=none", "weight-init=kaiming"])
+    configs = [p.config for p in expand(RunConfig(), grid, [0])]
+    assert [c.train.lr_schedule for c in configs] == ["one_cycle", "constant"]
+    for c in configs:
+        assert (c.model.readout_max_delay, c.model.delay_init, c.stimulus.phase_delays) == (30, "centre", "none")
+        assert c.model.weight_init == "kaiming"
+        assert (c.train.delay_lr_schedule, c.train.sigma_start, c.train.sigma_end) == ("cosine", 15.0, 0.5)
+
+
+def test_cli_sets_every_new_option():
+    """The flags of the notebook's model and of the 250 Hz notebook's stimulus reach the run's config."""
+    from fastsnn.experiment.cli import config_from_args, parser
+
+    args = parser().parse_args(["train", "--max-delay", "30", "--readout-max-delay", "30", "--delay-init", "centre",
+                                "--weight-init", "kaiming", "--phase-delays", "none", "--lr", "0.005", "--lr-schedule", "one_cycle",
+                                "--delay-lr-schedule", "cosine", "--sigma-start", "15", "--sigma-end", "0.23",
+                                "--sigma-anneal-epochs", "37", "--steps", "1000", "--dt-ms", "0.1", "--tone-hz", "250",
+                                "--rate-max-hz", "500"])
+    c = config_from_args(args)
+    assert (c.model.max_delay, c.model.readout_max_delay, c.model.delay_init, c.model.weight_init) == (
+        30, 30, "centre", "kaiming")
+    assert (c.stimulus.phase_delays, c.stimulus.steps, c.stimulus.dt_ms, c.stimulus.tone_hz,
+            c.stimulus.rate_max_hz) == ("none", 1000, 0.1, 250.0, 500.0)
+    assert (c.train.lr, c.train.lr_schedule, c.train.delay_lr_schedule, c.train.sigma_start, c.train.sigma_end,
+            c.train.sigma_anneal_epochs) == (0.005, "one_cycle", "cosine", 15.0, 0.23, 37)
+    defaults = config_from_args(parser().parse_args(["train"]))
+    assert defaults == RunConfig()  # every flag's default is the config's
 
 
 def test_config_defaults_have_no_delays():

@@ -124,6 +124,22 @@ def test_seed_initialisation_scale():
     assert layer.weight.abs().max() <= bound and layer.weight.abs().max() > 0.9 * bound
 
 
+def test_kaiming_initialisation_is_torchs():
+    """weight_init="kaiming": the bound of torch's kaiming_uniform_(nonlinearity="relu") on the (out, in, 1)
+    weight of dcls's Dcls1d, as the DCLS notebook draws both layers' weights."""
+    for inputs, outputs in ((200, 30), (30, 12)):
+        layer = LIF(inputs, outputs, weight_init="kaiming", generator=torch.Generator().manual_seed(0))
+        dcls_shaped = torch.empty(outputs, inputs, 1)
+        fan_in = torch.nn.init._calculate_correct_fan(dcls_shaped, "fan_in")
+        bound = math.sqrt(3) * torch.nn.init.calculate_gain("relu") / math.sqrt(fan_in)
+        assert bound == pytest.approx(math.sqrt(6 / inputs))
+        assert 0.95 * bound < layer.weight.abs().max() <= bound
+    assert torch.equal(LIF(20, 5, generator=torch.Generator().manual_seed(0)).weight,
+                       LIF(20, 5, weight_init="seed", generator=torch.Generator().manual_seed(0)).weight)
+    with pytest.raises(ValueError, match="weight_init must be one of seed, kaiming, got 'xavier'"):
+        LIF(4, 3, weight_init="xavier")
+
+
 @pytest.mark.parametrize("backend", ["cpu", "triton"])
 @pytest.mark.parametrize("dales_law,learn_tau", [(False, False), (True, True)])
 def test_fast_network_matches_the_reference_network(backend, dales_law, learn_tau):

@@ -35,19 +35,26 @@ def test_mean_spike_probability_is_the_seeds():
 
 
 @pytest.mark.parametrize("ipd_deg", [-60.0, 0.0, 37.5])
-def test_each_cell_fires_at_the_formula_rate(ipd_deg):
+@pytest.mark.parametrize("phase_delays,tone_hz,dt_ms,rate_max_hz", [
+    ("seed", 20.0, 1.0, 600.0),  # the seed's
+    ("none", 20.0, 1.0, 600.0),  # every fibre of an ear in phase (the DCLS notebook's)
+    ("seed", 250.0, 0.1, 500.0),  # the 250 Hz notebook's tone and step (another peak rate)
+])
+def test_each_cell_fires_at_the_formula_rate(ipd_deg, phase_delays, tone_hz, dt_ms, rate_max_hz):
     ipd = math.radians(ipd_deg)
-    config = StimulusConfig(anf_per_ear=8, steps=50)
+    config = StimulusConfig(anf_per_ear=8, steps=50, phase_delays=phase_delays, tone_hz=tone_hz, dt_ms=dt_ms,
+                            rate_max_hz=rate_max_hz)
     n = 4000
     data = IPDDataset(torch.full((n,), ipd, dtype=torch.float64),
                       IPDDataset.draw_keys(n, torch.Generator().manual_seed(1)), config)
     offset = 0.17
     rate = data.spikes(torch.arange(n), offset).mean(0)  # (T, 16)
-    t = torch.arange(config.steps, dtype=torch.float64)[:, None] * 1e-3
-    d = torch.linspace(0, math.pi / 2, 8, dtype=torch.float64)[None, :]
-    phi = 2 * math.pi * (20 * t + offset)
-    expected = torch.cat([0.6 * (0.5 * (1 + torch.sin(phi + d))) ** 2,
-                          0.6 * (0.5 * (1 + torch.sin(phi + d + ipd))) ** 2], dim=1)
+    t = torch.arange(config.steps, dtype=torch.float64)[:, None] * dt_ms * 1e-3
+    d = torch.linspace(0, math.pi / 2 if phase_delays == "seed" else 0.0, 8, dtype=torch.float64)[None, :]
+    phi = 2 * math.pi * (tone_hz * t + offset)
+    peak = rate_max_hz * dt_ms * 1e-3
+    expected = torch.cat([peak * (0.5 * (1 + torch.sin(phi + d))) ** 2,
+                          peak * (0.5 * (1 + torch.sin(phi + d + ipd))) ** 2], dim=1)
     sigma = (expected * (1 - expected) / n).sqrt().clamp_min(1e-3)
     assert ((rate.double() - expected).abs() / sigma).max() < 5.5
 

@@ -1,5 +1,5 @@
-"""Training: the early-stopping rule, the best-weights snapshot, resuming from a saved epoch, and
-learning beyond chance."""
+"""Training: the early-stopping rule, the best-weights snapshot, resuming from a saved epoch, the learning-rate
+schedules against torch's schedulers, and learning beyond chance."""
 
 import io
 import random
@@ -12,6 +12,7 @@ from fastsnn.experiment.model import IPDNetwork
 from fastsnn.experiment.run import generator
 from fastsnn.experiment.stimulus import IPDDataset
 from fastsnn.experiment.evaluate import evaluate
+from fastsnn.experiment.schedules import scheduled
 from fastsnn.experiment.training import fit, should_stop
 
 
@@ -125,3 +126,42 @@ def test_nan_loss_is_a_clear_error():
         model.readout.weight[0, 0] = float("nan")
     with pytest.raises(FloatingPointError, match="non-finite at epoch 0"):
         fit(model, train, valid, cfg, generator(0, "train"), progress=False)
+
+
+# --- learning-rate schedules -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("schedule", ["one_cycle", "cosine"])
+@pytest.mark.parametrize("epochs", [1, 2, 3, 4, 7, 37, 150])
+def test_schedules_are_torchs(schedule, epochs):
+    """Each epoch's learning rate (and, for one_cycle, Adam's beta1) is what torch's scheduler, stepped once per
+    epoch, gives: OneCycleLR(max_lr=lr, total_steps=epochs), CosineAnnealingLR(T_max=epochs)."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.Adam([param], lr=1e-3)
+    if schedule == "one_cycle":
+        lr, torch_schedule = 5e-3, torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=5e-3, total_steps=epochs)
+    else:
+        lr, torch_schedule = 1e-3, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    for epoch in range(epochs):
+        group = optimizer.param_groups[0]
+        got, beta1 = scheduled(schedule, lr, epoch, epochs)
+        assert got == pytest.approx(group["lr"], rel=1e-12, abs=1e-300), epoch
+        assert beta1 == (pytest.approx(group["betas"][0], rel=1e-12) if schedule == "one_cycle" else None), epoch
+        optimizer.step()
+        torch_schedule.step()
+
+
+def test_constant_schedule_and_bad_names():
+    assert scheduled("constant", 0.01, 7, 10) == (0.01, None)
+    with pytest.raises(ValueError, match="schedule must be one of constant, one_cycle, cosine, got 'step'"):
+        scheduled("step", 0.01, 0, 10)
+    with pytest.raises(ValueError, match="lr_schedule must be one of constant, one_cycle, cosine, got 'linear'"):
+        TrainConfig(lr_schedule="linear")
+
+
+def test_fit_applies_each_groups_schedule_every_epoch():
+    """The learning rate (and beta1) the optimizer holds after each epoch is the schedule's for that epoch."""
+    lrs = []
+    model, (train, valid, _), cfg = small_problem(epochs=5, train_samples=64, lr=0.004, lr_schedule="one_cycle")
+    fit(model, train, valid, cfg, generator(0, "train"), progress=False,
+        on_epoch=lambda state: lrs.append([(g["lr"], g["betas"][0]) for g in state["optimizer"]["param_groups"]]))
+    assert lrs == [[scheduled("one_cycle", 0.004, epoch, 5)] for epoch in range(5)]

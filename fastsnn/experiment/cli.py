@@ -10,8 +10,11 @@ from dataclasses import replace
 
 from fastsnn import __version__
 
-from .config import (BACKENDS, DEVICES, NEURONS, PHASE_OFFSETS, READOUTS, RESETS, SPIKES, SURROGATES, ModelConfig,
-                     RunConfig, StimulusConfig, TrainConfig)
+from fastsnn.nn import DELAY_INITS, WEIGHT_INITS
+
+from .config import (BACKENDS, DEVICES, NEURONS, PHASE_DELAYS, PHASE_OFFSETS, READOUTS, RESETS, SPIKES, SURROGATES,
+                     ModelConfig, RunConfig, StimulusConfig, TrainConfig)
+from .schedules import SCHEDULES
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -48,6 +51,13 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     s, m, t = StimulusConfig(), ModelConfig(), TrainConfig()
     g = p.add_argument_group("stimulus")
     g.add_argument("--anf-per-ear", type=int, default=s.anf_per_ear, help="auditory-nerve fibres per ear")
+    g.add_argument("--steps", type=int, default=s.steps, help="time steps per sample")
+    g.add_argument("--dt-ms", type=float, default=s.dt_ms, help="time step (ms)")
+    g.add_argument("--tone-hz", type=float, default=s.tone_hz, help="frequency of the tone (Hz)")
+    g.add_argument("--rate-max-hz", type=float, default=s.rate_max_hz, help="peak Poisson rate of a fibre (Hz)")
+    g.add_argument("--phase-delays", choices=PHASE_DELAYS, default=s.phase_delays,
+                   help="seed: fibre i of an ear lags by linspace(0, pi/2, anf_per_ear)[i] (the seed's bank); "
+                        "none: every fibre of an ear in phase, so the network has to learn the delays")
     g.add_argument("--phase-offset", choices=PHASE_OFFSETS, default=s.phase_offset,
                    help="one random phase offset per pass over a set (the seed), per batch, or fixed: drawn once per "
                         "set, so that every epoch trains on the same spikes")
@@ -72,6 +82,9 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tau-adapt-ms", type=float, default=m.tau_adapt_ms,
                    help="alif: time constant of the threshold adaptation (ms)")
     g.add_argument("--adapt", type=float, default=m.adapt, help="alif: threshold increase per unit of adaptation")
+    g.add_argument("--weight-init", choices=WEIGHT_INITS, default=m.weight_init,
+                   help="seed: weights U(+-1/sqrt(outputs)) (the seed's); kaiming: U(+-sqrt(6/inputs)), torch's "
+                        "kaiming_uniform_(nonlinearity='relu') (the DCLS notebook's)")
     g.add_argument("--dales-law", action="store_true", help="sign-constrained weights (Dale's law)")
     g.add_argument("--ie-ratio", type=float, default=m.ie_ratio, help="fraction of inhibitory rows under Dale's law")
     g.add_argument("--dale-mask", choices=("contiguous", "random"), default=m.dale_mask,
@@ -92,9 +105,19 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
                    help="filter-and-fire: range of the segments' decay times (ms), drawn uniformly above 1.5 x rise")
     g.add_argument("--max-delay", type=int, default=m.max_delay,
                    help="learnable synaptic delays on the input projection, in [0, MAX_DELAY] steps (0: none)")
+    g.add_argument("--readout-max-delay", type=int, default=m.readout_max_delay, metavar="MAX_DELAY",
+                   help="learnable synaptic delays on the readout's projection, in [0, MAX_DELAY] steps (0: none)")
+    g.add_argument("--delay-init", choices=DELAY_INITS, default=m.delay_init,
+                   help="the delays' initial values: uniform in [0, MAX_DELAY], or centre: near MAX_DELAY // 2, as "
+                        "dcls draws its positions")
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, default=t.epochs, help="maximum epochs (early stopping may end sooner)")
-    g.add_argument("--lr", type=float, default=t.lr, help="Adam learning rate")
+    g.add_argument("--lr", type=float, default=t.lr,
+                   help="Adam learning rate (with --lr-schedule one_cycle its peak, cosine its start)")
+    g.add_argument("--lr-schedule", choices=SCHEDULES, default=t.lr_schedule,
+                   help="the weights' learning rate over --epochs: constant, one_cycle (torch's OneCycleLR: from "
+                        "LR/25 up to LR over 30%% of the epochs, then down to LR/25/1e4, beta1 the other way) or "
+                        "cosine (torch's CosineAnnealingLR: from LR down to 0)")
     g.add_argument("--batch-size", type=int, default=t.batch_size, help="samples per batch")
     g.add_argument("--train-batches", type=int, default=t.train_samples // t.batch_size,
                    help="training set size in batches (validation set: the same)")
@@ -115,8 +138,16 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
                    help="CPU threads: a number, or auto (the default): up to torch's count, fewer while other "
                         "processes keep cores busy (fastsnn/cpu/threads.py); results are the same either way")
     g.add_argument("--delay-lr", type=float, default=t.delay_lr, help="Adam learning rate of the delays (steps)")
+    g.add_argument("--delay-lr-schedule", choices=SCHEDULES, default=t.delay_lr_schedule,
+                   help="the delays' learning rate over --epochs, as --lr-schedule")
+    g.add_argument("--sigma-start", type=float, default=t.sigma_start, metavar="SIG",
+                   help="the delay kernels' width in the first epoch, as dcls's SIG: the Gaussian's standard "
+                        "deviation is SIG + 0.27 steps (default: max_delay / 2)")
+    g.add_argument("--sigma-end", type=float, default=t.sigma_end, metavar="SIG",
+                   help="the delay kernels' width (dcls's SIG) once annealed")
     g.add_argument("--sigma-anneal-epochs", type=int, default=t.sigma_anneal_epochs,
-                   help="epochs over which the delay kernels narrow from max_delay/2 to their final width")
+                   help="epochs over which the delay kernels' width decays exponentially from --sigma-start to "
+                        "--sigma-end")
     g.add_argument("--out", default=None, help="run folder (default: runs/<timestamp>)")
     g.add_argument("--quiet", action="store_true", help="no progress bar, print only the final metrics")
 
@@ -135,8 +166,10 @@ def _report_flags(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """Build a validated :class:`RunConfig` from parsed ``train`` flags (raises ValueError)."""
-    stimulus = StimulusConfig(anf_per_ear=args.anf_per_ear, phase_offset=args.phase_offset,
-                              phase_jitter=args.phase_jitter, test_phase_jitter=args.test_phase_jitter)
+    stimulus = StimulusConfig(anf_per_ear=args.anf_per_ear, steps=args.steps, dt_ms=args.dt_ms, tone_hz=args.tone_hz,
+                              rate_max_hz=args.rate_max_hz, phase_offset=args.phase_offset,
+                              phase_jitter=args.phase_jitter, test_phase_jitter=args.test_phase_jitter,
+                              phase_delays=args.phase_delays)
     model = ModelConfig(hidden=args.hidden, tau_ms=args.tau_ms, readout_tau_ms=args.readout_tau_ms,
                         learn_tau=args.learn_tau, detach_reset=args.detach_reset, neuron=args.neuron,
                         spike=args.spike, reset=args.reset, surrogate=args.surrogate,
@@ -145,7 +178,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                         readout=args.readout, spike_dropout=args.spike_dropout, segments=args.segments,
                         rise_ms_min=args.rise_ms_range[0], rise_ms_max=args.rise_ms_range[1],
                         decay_ms_min=args.decay_ms_range[0], decay_ms_max=args.decay_ms_range[1],
-                        max_delay=args.max_delay)
+                        max_delay=args.max_delay, readout_max_delay=args.readout_max_delay,
+                        delay_init=args.delay_init, weight_init=args.weight_init)
     for name in ("train_batches", "test_batches"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -158,7 +192,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                     seed=args.seed, device=args.device, threads=None if args.threads == "auto" else args.threads,
                     validation=not args.no_validation,
                     loss_scale=args.loss_scale, rate_target_hz=args.rate_target_hz, rate_weight=args.rate_weight,
-                    delay_lr=args.delay_lr, sigma_anneal_epochs=args.sigma_anneal_epochs)
+                    delay_lr=args.delay_lr, sigma_anneal_epochs=args.sigma_anneal_epochs, lr_schedule=args.lr_schedule,
+                    delay_lr_schedule=args.delay_lr_schedule, sigma_start=args.sigma_start, sigma_end=args.sigma_end)
     return RunConfig(stimulus, model, train)
 
 

@@ -11,7 +11,10 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from fastsnn.nn import DELAY_INITS, WEIGHT_INITS
 from fastsnn.ops import RESETS, SPIKES, SURROGATES, neuron
+
+from .schedules import SCHEDULES
 
 BACKENDS = ("auto", "reference", "cpu", "triton")
 DEVICES = ("auto", "cpu", "cuda")
@@ -19,6 +22,7 @@ NEURONS = ("lif", "alif")
 READOUTS = ("sum", "mean", "max", "spiking")
 LOSS_SCALES = {"sum": 0.01, "mean": 1.0, "max": 1.0, "spiking": 1.0}  # loss_scale=None, per readout
 PHASE_OFFSETS = ("per_pass", "per_batch", "fixed")
+PHASE_DELAYS = ("seed", "none")
 
 
 def _require(ok: bool, name: str, expected: str, value: Any) -> None:
@@ -59,6 +63,8 @@ class StimulusConfig:
     ``phase_jitter``: standard deviation (radians) of Gaussian noise added to each fibre's phase
     delay, redrawn with every phase offset, for the training and validation sets;
     ``test_phase_jitter`` the test set's (None: ``phase_jitter``).
+    ``phase_delays``: ``"seed"`` (fibre i of each ear lags by ``linspace(0, pi/2, anf_per_ear)[i]``, the
+    seed's bank) or ``"none"`` (every fibre of an ear in phase: a network must learn the delays itself).
     """
 
     anf_per_ear: int = 100
@@ -71,6 +77,7 @@ class StimulusConfig:
     phase_offset: str = "per_pass"
     phase_jitter: float = 0.0
     test_phase_jitter: float | None = None
+    phase_delays: str = "seed"
 
     def __post_init__(self):
         _count("anf_per_ear", self.anf_per_ear)
@@ -86,6 +93,7 @@ class StimulusConfig:
         _non_negative("phase_jitter", self.phase_jitter)
         if self.test_phase_jitter is not None:
             _non_negative("test_phase_jitter", self.test_phase_jitter)
+        _choice("phase_delays", self.phase_delays, PHASE_DELAYS)
 
     @property
     def inputs(self) -> int:
@@ -116,6 +124,10 @@ class ModelConfig:
     unit has that many dendritic segments, each with its own input weights and a fixed random
     double-exponential filter (rise time uniform in ``[rise_ms_min, rise_ms_max]``, decay time uniform
     in ``[max(decay_ms_min, 1.5 rise), decay_ms_max]``), summed into the neuron.
+    ``max_delay`` > 0 gives each synapse of the input projection a learnable delay in [0, max_delay] steps,
+    ``readout_max_delay`` > 0 each synapse of the readout's projection; ``delay_init``: how the delays are
+    drawn, ``"uniform"`` in the range or ``"centre"`` (dcls's: near max_delay // 2). ``weight_init``: the
+    seed's U(+-1/sqrt(out)) or ``"kaiming"``, U(+-sqrt(6/in)) (:mod:`fastsnn.nn`; the DCLS notebook's).
     """
 
     hidden: int = 30
@@ -143,9 +155,15 @@ class ModelConfig:
     decay_ms_min: float = 3.0
     decay_ms_max: float = 8.0
     max_delay: int = 0  # learnable synaptic delays on the input projection, in [0, max_delay] steps; 0: none
+    readout_max_delay: int = 0  # the same on the readout's projection
+    delay_init: str = "uniform"
+    weight_init: str = "seed"
 
     def __post_init__(self):
         _count("max_delay", self.max_delay, 0)
+        _count("readout_max_delay", self.readout_max_delay, 0)
+        _choice("delay_init", self.delay_init, DELAY_INITS)
+        _choice("weight_init", self.weight_init, WEIGHT_INITS)
         _count("hidden", self.hidden)
         for name in ("detach_reset", "learn_tau", "dales_law"):
             _bool(name, getattr(self, name))
@@ -197,6 +215,10 @@ class TrainConfig:
     no validation set, no early stopping, the weights after ``epochs`` epochs.
     ``rate_weight`` > 0 adds the firing-rate penalty ``rate_weight * mean_n max(0, r_n - rate_target_hz)^2``
     (r_n: hidden unit n's rate over the batch, Hz) to the training loss.
+    ``lr_schedule`` / ``delay_lr_schedule``: how the weights' / the delays' learning rate moves over ``epochs``
+    (:func:`fastsnn.experiment.schedules.scheduled`), ``lr`` / ``delay_lr`` being its start (cosine) or peak
+    (one_cycle). The delay kernels' width (dcls's SIG) goes from ``sigma_start`` (None: max_delay / 2) to
+    ``sigma_end`` over ``sigma_anneal_epochs`` epochs.
     """
 
     epochs: int = 150
@@ -217,10 +239,19 @@ class TrainConfig:
     rate_weight: float = 0.0
     delay_lr: float = 0.1  # Adam learning rate of the synaptic delays (steps), with max_delay > 0
     sigma_anneal_epochs: int = 20  # epochs over which the delay kernels narrow to their final width
+    lr_schedule: str = "constant"
+    delay_lr_schedule: str = "constant"
+    sigma_start: float | None = None
+    sigma_end: float = 0.23
 
     def __post_init__(self):
         _positive("delay_lr", self.delay_lr)
         _count("sigma_anneal_epochs", self.sigma_anneal_epochs)
+        _choice("lr_schedule", self.lr_schedule, SCHEDULES)
+        _choice("delay_lr_schedule", self.delay_lr_schedule, SCHEDULES)
+        if self.sigma_start is not None:
+            _positive("sigma_start", self.sigma_start)
+        _positive("sigma_end", self.sigma_end)
         _count("epochs", self.epochs)
         _positive("lr", self.lr)
         _count("batch_size", self.batch_size)

@@ -19,10 +19,9 @@ class IPDNetwork(nn.Module):
         super().__init__()
         common = dict(dt_ms=stimulus.dt_ms, learn_tau=model.learn_tau, dales_law=model.dales_law,
                       ie_ratio=model.ie_ratio, dale_mask=model.dale_mask, backend=model.backend,
-                      binary_input=_binary_input(model.backend), generator=generator)
+                      binary_input=_binary_input(model.backend), generator=generator, weight_init=model.weight_init)
         neuron = dict(tau_ms=model.tau_ms, threshold=model.threshold, beta=model.beta,
                       detach_reset=model.detach_reset, spike=model.spike, reset=model.reset, surrogate=model.surrogate)
-        neuron["max_delay"] = model.max_delay  # learnable delays on the input projection (0: none)
         if model.neuron == "alif":
             neuron.update(tau_adapt_ms=model.tau_adapt_ms, adapt=model.adapt)
         layer = ALIF if model.neuron == "alif" else LIF
@@ -30,12 +29,15 @@ class IPDNetwork(nn.Module):
         if model.segments:
             dendrites = DendriticFilter.random(model.hidden, model.segments, (model.rise_ms_min, model.rise_ms_max),
                                                (model.decay_ms_min, model.decay_ms_max), stimulus.dt_ms, generator)
-        self.hidden = layer(stimulus.inputs, model.hidden, **neuron, **common, dendrites=dendrites)
+        self.hidden = layer(stimulus.inputs, model.hidden, **neuron, **common, dendrites=dendrites,
+                            max_delay=model.max_delay, delay_init=model.delay_init)
         readout_tau = model.readout_tau_ms if model.readout_tau_ms is not None else model.tau_ms
+        delays = dict(max_delay=model.readout_max_delay, delay_init=model.delay_init)
         if model.readout == "spiking":
-            self.readout = layer(model.hidden, stimulus.num_classes, **{**neuron, "tau_ms": readout_tau}, **common)
+            self.readout = layer(model.hidden, stimulus.num_classes, **{**neuron, "tau_ms": readout_tau}, **common,
+                                 **delays)
         else:
-            self.readout = LeakyReadout(model.hidden, stimulus.num_classes, tau_ms=readout_tau, **common)
+            self.readout = LeakyReadout(model.hidden, stimulus.num_classes, tau_ms=readout_tau, **common, **delays)
         self.readout_kind = model.readout
         self.spike_dropout = model.spike_dropout
 
@@ -81,12 +83,16 @@ class IPDNetwork(nn.Module):
 
     # the training loop's hooks (fastsnn.experiment.training)
     def param_groups(self, cfg: TrainConfig) -> list[dict]:
-        """The delays (if any) at ``cfg.delay_lr``, everything else at ``cfg.lr``."""
-        return delay_param_groups(self, cfg.lr, cfg.delay_lr)
+        """Everything but the delays at ``cfg.lr`` under ``cfg.lr_schedule``, the delays (if any) at ``cfg.delay_lr``
+        under ``cfg.delay_lr_schedule``."""
+        groups = delay_param_groups(self, cfg.lr, cfg.delay_lr)
+        for group, schedule in zip(groups, (cfg.lr_schedule, cfg.delay_lr_schedule)):
+            group["schedule"] = schedule
+        return groups
 
     def start_epoch(self, epoch: int, cfg: TrainConfig) -> None:
         """The delay kernels' width for training epoch ``epoch``."""
-        anneal_delays(self, epoch, cfg.sigma_anneal_epochs)
+        anneal_delays(self, epoch, cfg.sigma_anneal_epochs, cfg.sigma_start, cfg.sigma_end)
 
     def after_step(self) -> None:
         """Delays stay in [0, max_delay]."""

@@ -56,28 +56,32 @@ from .model import IPDNetwork
 from .run import RunFolder, build_model, check_run, dataset, generator, no_space_is_one_line, thread_setting
 from .stimulus import Batch, IPDDataset
 from .training import (FitResult, StateMismatch, batch_loss, build_optimizer, check_finite, load_state,
-                       record_epoch)
+                       record_epoch, schedule_epoch)
 
 __all__ = ["PackedNetwork", "train_pack", "pack_key", "stream_key", "wide_ok"]
 
 
 def _layout(config: RunConfig) -> tuple:
-    """The names and shapes of the network's parameters and its optimizer's groups (their parameters and
-    learning rates), from a network built on the CPU."""
+    """The names and shapes of the network's parameters and its optimizer's groups (their parameters, learning
+    rates and schedules), from a network built on the CPU."""
     net = IPDNetwork(config.stimulus, config.model, torch.Generator())
     names = {id(p): name for name, p in net.named_parameters()}
-    groups = tuple((tuple(names[id(p)] for p in g["params"]), g.get("lr")) for g in net.param_groups(config.train))
+    groups = tuple((tuple(names[id(p)] for p in g["params"]), g.get("lr"), g.get("schedule"))
+                   for g in net.param_groups(config.train))
     return tuple((name, tuple(p.shape)) for name, p in net.named_parameters()), groups
 
 
 def pack_key(config: RunConfig) -> tuple:
     """Runs with equal keys can train in one pack: the same parameters (names and shapes) and optimizer
-    groups (learning rates included), the same batches per pass (batch size, set sizes, steps, validation),
-    device, backend and threads. Anything else may differ between members: seed, stimulus, time constants,
-    the neuron and its options, Dale's law, readout, dropout, loss, epochs, early stopping."""
+    groups (learning rates and their schedules included, and the epochs a schedule spans), the same batches per
+    pass (batch size, set sizes, steps, validation), device, backend and threads. Anything else may differ
+    between members: seed, stimulus, time constants, the neuron and its options, Dale's law, readout, dropout,
+    loss, epochs (where the learning rates are constant), early stopping."""
     t = config.train
-    return (_layout(config), config.stimulus.steps, t.batch_size, t.train_samples, t.valid_samples,
-            t.test_samples, t.validation, t.device, t.threads, config.model.backend)
+    layout = _layout(config)
+    scheduled = any(schedule not in (None, "constant") for _, _, schedule in layout[1])
+    return (layout, config.stimulus.steps, t.batch_size, t.train_samples, t.valid_samples, t.test_samples,
+            t.validation, t.device, t.threads, config.model.backend, t.epochs if scheduled else None)
 
 
 def stream_key(config: RunConfig) -> tuple:
@@ -97,7 +101,7 @@ def wide_ok(configs: list[RunConfig]) -> bool:
     spike dropout or rate penalty (time constants, seeds and stimuli may differ)."""
     first = configs[0].model
     return all(c.model.readout in ("sum", "mean") and not c.model.learn_tau and not c.model.segments
-               and not c.model.max_delay and c.model.spike_dropout == 0 and c.train.rate_weight == 0
+               and not c.model.max_delay and not c.model.readout_max_delay and c.model.spike_dropout == 0 and c.train.rate_weight == 0
                and all(getattr(c.model, name) == getattr(first, name) for name in _WIDE_SHARED) for c in configs)
 
 
@@ -386,7 +390,7 @@ class _Pack:
         configs = [m.config for m in self.members]
         self.net = PackedNetwork([m.net for m in self.members], configs, self._stream_indices(),
                                  wide and wide_ok(configs))
-        self.optimizer = build_optimizer(self.net, self.members[0].config.train)
+        self.optimizer, self.schedules = build_optimizer(self.net, self.members[0].config.train)
         if self.members[0].optimizer is not None:
             self.optimizer.load_state_dict(_stacked_optimizer_state([m.optimizer for m in self.members]))
         for epoch in itertools.count(self.members[0].result.epochs_run):
@@ -401,7 +405,7 @@ class _Pack:
         m.net = build_model(m.config, self.device)
         if m.folder.state is None:
             return
-        probe = build_optimizer(m.net, m.config.train)
+        probe, _ = build_optimizer(m.net, m.config.train)
         m.result = load_state(m.folder.state, m.net, probe, torch.Generator())  # raises as a solo run would
         m.optimizer = probe.state_dict()
 
@@ -454,6 +458,7 @@ class _Pack:
     def _epoch(self, epoch: int):
         """Train every member one epoch, record and save it; yield the members that end; return them."""
         start = time.perf_counter()
+        schedule_epoch(self.optimizer, self.schedules, epoch, self.members[0].config.train.epochs)
         for m in self.members:
             m.net.start_epoch(epoch, m.config.train)
         self.net.train()
@@ -521,7 +526,7 @@ class _Pack:
             return
         old = self.optimizer
         self.net.keep(keep)
-        self.optimizer = build_optimizer(self.net, self.members[0].config.train)
+        self.optimizer, _ = build_optimizer(self.net, self.members[0].config.train)
         for before, after in zip([p for g in old.param_groups for p in g["params"]],
                                  [p for g in self.optimizer.param_groups for p in g["params"]]):
             self.optimizer.state[after] = {key: value if key == "step" else value[keep].clone()

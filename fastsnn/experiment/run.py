@@ -431,7 +431,8 @@ def _train_run(config: RunConfig, device: torch.device, out: Path, progress: boo
         train_set, valid_set, test_set = (dataset(config, which, tc.seed, device) if which != "valid" or tc.validation
                                           else None for which in ("train", "valid", "test"))
         backend = resolve_backend(config.model.backend, device)
-        if progress and device.type == "cpu" and not _kernels_cached(backend, config.model.max_delay > 0):
+        delays = config.model.max_delay > 0 or config.model.readout_max_delay > 0
+        if progress and device.type == "cpu" and not _kernels_cached(backend, delays):
             when = "first run only" if persistent() else "no kernel cache: every run"
             print(f"compiling CPU kernels ({when}, ~30 s)", file=sys.stderr, flush=True)
         try:

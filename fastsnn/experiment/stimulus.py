@@ -2,7 +2,7 @@
 
 A sample is a true IPD in (-pi/2, pi/2) and a (T, 2 * anf_per_ear) array of
 Poisson spikes. Fibre i of ear 0 follows the tone with phase delay
-``d_i = linspace(0, pi/2, anf_per_ear)[i]``; ear 1 adds the IPD:
+``d_i = linspace(0, pi/2, anf_per_ear)[i]`` (``d_i = 0`` with ``phase_delays="none"``); ear 1 adds the IPD:
 
     theta = 2 pi (tone_hz * t * dt + offset) + d_i (+ ipd for ear 1)
     spike = u < rate_max * dt * (0.5 * (1 + sin theta)) ** envelope_power
@@ -119,7 +119,8 @@ class IPDDataset:
         c = config
         t = torch.arange(c.steps, device=self.device, dtype=torch.float64)
         self._tone_phase = (2 * math.pi * c.tone_hz * c.dt_ms * 1e-3 * t).float()  # (T,)
-        self._delays = torch.linspace(0, math.pi / 2, c.anf_per_ear, device=self.device, dtype=torch.float64).float()
+        self._delays = torch.linspace(0, math.pi / 2 if c.phase_delays == "seed" else 0, c.anf_per_ear,
+                                      device=self.device, dtype=torch.float64).float()
         cells = torch.arange(c.steps * c.inputs, device=self.device, dtype=torch.int32).view(c.steps, c.inputs)
         self._table = fmix32(fmix32(torch.bitwise_xor(cells, _TABLE_SALT)))  # (T, inputs) int32
 

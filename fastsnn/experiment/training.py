@@ -6,6 +6,8 @@ The loop knows nothing of a model's particular parameters. A model may define th
 learnable delays):
 
 - ``param_groups(cfg) -> list[dict]``: the optimizer's parameter groups (default: all parameters at ``cfg.lr``);
+  a group may name its learning-rate schedule, ``"schedule"`` (:data:`~fastsnn.experiment.schedules.SCHEDULES`;
+  default ``cfg.lr_schedule``), its ``lr`` then being the schedule's start or peak;
 - ``start_epoch(epoch, cfg)``: before each training epoch (a schedule, e.g. the delay kernels' width);
 - ``after_step()``: after each optimizer step (a constraint, e.g. clipping the delays to their range).
 """
@@ -23,6 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .config import LOSS_SCALES, TrainConfig
+from .schedules import scheduled
 from .stimulus import IPDDataset
 
 
@@ -133,10 +136,21 @@ def load_state(state: dict, model: torch.nn.Module, optimizer: torch.optim.Optim
         raise StateMismatch(first or type(err).__name__) from None
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam:
-    """The run's Adam over ``model.param_groups(cfg)`` (default: every parameter at ``cfg.lr``)."""
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Adam, list[tuple[str, float]]]:
+    """The run's Adam over ``model.param_groups(cfg)`` (default: every parameter at ``cfg.lr``), and each
+    group's (schedule, learning rate) for :func:`schedule_epoch`."""
     groups = model.param_groups(cfg) if hasattr(model, "param_groups") else [{"params": list(model.parameters())}]
-    return torch.optim.Adam(groups, lr=cfg.lr)
+    schedules = [(group.pop("schedule", cfg.lr_schedule), group.get("lr", cfg.lr)) for group in groups]
+    return torch.optim.Adam(groups, lr=cfg.lr), schedules
+
+
+def schedule_epoch(optimizer: torch.optim.Optimizer, schedules: list[tuple[str, float]], epoch: int,
+                   epochs: int) -> None:
+    """Set each group's learning rate (and Adam's beta1 where its schedule moves it) for training epoch ``epoch``."""
+    for group, (schedule, lr) in zip(optimizer.param_groups, schedules):
+        group["lr"], beta1 = scheduled(schedule, lr, epoch, epochs)
+        if beta1 is not None:
+            group["betas"] = (beta1, group["betas"][1])
 
 
 def fit(model: torch.nn.Module, train_set: IPDDataset, valid_set: IPDDataset | None, cfg: TrainConfig,
@@ -152,7 +166,7 @@ def fit(model: torch.nn.Module, train_set: IPDDataset, valid_set: IPDDataset | N
     Given that ``state`` back with a model built alike, the same data and ``cfg``, ``fit`` continues
     from there exactly as if it had never stopped (:class:`StateMismatch` for a state it cannot take).
     """
-    optimizer = build_optimizer(model, cfg)
+    optimizer, schedules = build_optimizer(model, cfg)
     if hasattr(model, "after_step"):
         optimizer.register_step_post_hook(lambda *_: model.after_step())
     result = FitResult() if state is None else load_state(state, model, optimizer, generator)
@@ -160,6 +174,7 @@ def fit(model: torch.nn.Module, train_set: IPDDataset, valid_set: IPDDataset | N
     bar = tqdm(initial=first, total=cfg.epochs, desc="train", unit="epoch", disable=not progress)
     for epoch in range(first, cfg.epochs):
         start = time.perf_counter()
+        schedule_epoch(optimizer, schedules, epoch, cfg.epochs)
         if hasattr(model, "start_epoch"):
             model.start_epoch(epoch, cfg)
         model.train()
