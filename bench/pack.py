@@ -12,6 +12,10 @@ order, so that a drift in the machine's load hits them alike. Reported: median s
 side's speed-up over the faster solo side, whether every packed row equals its solo row (metrics compared
 exactly; on the CPU a pack computes each member as its solo run does) and the seeds' spread of test accuracy
 per tau, with the machine's load before and after. Writes ``pack-<cpu>.{json,md}`` to ``--out``.
+
+On a GPU, ``bench.gpu_check`` runs :func:`throughput` (training steps of one wide pack of 1..256 seed-size runs
+on ready batches: runs per second against pack size, and the peak memory of 108 runs in one pack) and
+:func:`end_to_end` (a 3-tau x 3-seed sweep's runs trained as one pack on CUDA against the same runs solo).
 """
 
 from __future__ import annotations
@@ -25,9 +29,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from .common import add_out_option, machine, slug, write_results
+import torch
+
+from .common import add_out_option, alternate, machine, slug, write_results
 
 TAUS = (2.0, 3.5, 5.0, 7.0, 10.0, 15.0)
 SIDES = {"packed": [], "workers1": ["--pack", "1"], "workers2": ["--pack", "1", "--workers", "2"]}
@@ -64,6 +71,94 @@ def spread(rows: dict[str, dict]) -> dict[str, float]:
     for row in rows.values():
         by_tau.setdefault(row["tau_ms"], []).append(float(row["test_accuracy"]))
     return {tau: max(accs) - min(accs) for tau, accs in by_tau.items()}
+
+
+def seed_sweep(runs: int, seeds: int = 3, device: str = "cuda", **train):
+    """``runs`` configurations of the seed network on ``device``, ``runs // seeds`` time constants (2 to 15 ms)
+    times ``seeds`` seeds, in stream order (a seed's runs next to each other)."""
+    from fastsnn.experiment.config import RunConfig
+
+    base = RunConfig()
+    taus = -(-runs // seeds)
+    return [replace(base, model=replace(base.model, tau_ms=2.0 + 13.0 * (i // seeds) / max(taus - 1, 1)),
+                    train=replace(base.train, seed=i % seeds, device=device, **train))
+            for i in sorted(range(runs), key=lambda i: i % seeds)]
+
+
+def throughput(sizes=(1, 2, 4, 8, 16, 32, 64, 108, 128, 256), device: str = "cuda", repeats: int = 20) -> dict:
+    """One training step (forward, loss, backward, Adam) of a wide pack of R seed-size runs (3 seeds) on ready
+    batches, for each R of ``sizes``: its median time, runs per second as run-epochs of the seed's 64 training
+    batches (training steps only: no validation, stimulus or evaluation), and the peak memory the step holds.
+    ``fits_one_pack``: whether :func:`fastsnn.experiment.sweeps.packs` puts a 108-run sweep in one pack on this
+    device by its memory estimate (data sets included), next to the measured peak of R = 108."""
+    from fastsnn.experiment.pack import PackedNetwork, stream_key
+    from fastsnn.experiment.run import build_model, dataset, generator, memory_capacity
+    from fastsnn.experiment.sweeps import Point, packs
+    from fastsnn.experiment.training import build_optimizer
+
+    dev = torch.device(device)
+    rows = []
+    for runs in sizes:
+        configs = seed_sweep(runs, device=device)
+        keys = list(dict.fromkeys(stream_key(c) for c in configs))
+        batches = []
+        for key in keys:
+            c = next(c for c in configs if stream_key(c) == key)
+            one = replace(c, train=replace(c.train, train_samples=c.train.batch_size))
+            batches.append(next(dataset(one, "train", c.train.seed, dev).batches(c.train.batch_size,
+                                                                                 generator(c.train.seed, "train"))))
+        net = PackedNetwork([build_model(c, dev) for c in configs], configs,
+                            [keys.index(stream_key(c)) for c in configs], wide=True)
+        optimizer, _ = build_optimizer(net, configs[0].train)
+        net.train()
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            net.losses(batches).sum().backward()
+            optimizer.step()
+
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        t = alternate({"step": step}, repeats, device)["step"]
+        peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
+        rows.append({"runs": runs, "step_ms": 1e3 * t["median_s"], "runs_per_s": runs / (64 * t["median_s"]),
+                     "peak_mib": peak})
+        print(f"pack of {runs}: {rows[-1]['step_ms']:.2f} ms a step, {rows[-1]['runs_per_s']:.2f} run-epochs/s"
+              + (f", peak {peak:.0f} MiB" if peak is not None else ""), flush=True)
+        del net, optimizer, batches
+    points = [Point(f"p{i}", f"p{i}", c) for i, c in enumerate(seed_sweep(108, device=device))]
+    units = packs(points, device=dev.type, capacity=memory_capacity(dev))
+    return {"rows": rows, "fits_one_pack": len(units) == 1, "packs_of_108": [len(u) for u in units],
+            "capacity_mib": memory_capacity(dev) / 2**20}
+
+
+def end_to_end(epochs: int = 2, device: str = "cuda", root: Path | None = None) -> dict:
+    """A 3-tau x 3-seed sweep's runs (seed network, ``epochs`` epochs) trained as one wide pack on ``device`` and
+    the same runs solo, one after the other, in this process: their wall times and, per run, how far the packed
+    first epoch's losses and the test accuracy are from the solo run's (the wide path sums in another order)."""
+    from fastsnn.experiment.pack import train_pack
+    from fastsnn.experiment.run import train_run
+
+    configs = seed_sweep(9, device=device, epochs=epochs)
+    with tempfile.TemporaryDirectory(prefix="bench-pack-", dir=root) as tmp:
+        start = time.perf_counter()
+        packed = dict(train_pack(configs, [Path(tmp) / f"packed{i}" for i in range(9)]))
+        packed_s = time.perf_counter() - start
+        start = time.perf_counter()
+        solo = [train_run(c, Path(tmp) / f"solo{i}", progress=False) for i, c in enumerate(configs)]
+        solo_s = time.perf_counter() - start
+        first = {}
+        for name in ("packed", "solo"):
+            first[name] = [[float(v) for v in (Path(tmp) / f"{name}{i}" / "history.csv").read_text().splitlines()[1]
+                            .split(",")[1:3]] for i in range(9)]
+    errors = [m for m in packed.values() if isinstance(m, Exception)]
+    if errors:
+        raise RuntimeError(f"a packed run failed: {errors[0]}")
+    loss_rel = max(abs(a - b) / abs(b) for p, s in zip(first["packed"], first["solo"]) for a, b in zip(p, s))
+    accuracy = [(packed[i]["test_accuracy"], solo[i]["test_accuracy"]) for i in range(9)]
+    return {"runs": 9, "epochs": epochs, "packed_s": packed_s, "solo_s": solo_s, "speedup": solo_s / packed_s,
+            "first_epoch_loss_rel_max": loss_rel, "test_accuracy_packed_solo": accuracy,
+            "test_accuracy_abs_diff_max": max(abs(a - b) for a, b in accuracy)}
 
 
 def main(argv=None) -> dict:
