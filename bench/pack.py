@@ -79,24 +79,26 @@ def spread(rows: dict[str, dict]) -> dict[str, float]:
     return {tau: max(accs) - min(accs) for tau, accs in by_tau.items()}
 
 
-def seed_sweep(runs: int, seeds: int = 3, device: str = "cuda", **train):
-    """``runs`` configurations of the seed network on ``device``, ``runs // seeds`` time constants (2 to 15 ms)
-    times ``seeds`` seeds, in stream order (a seed's runs next to each other)."""
+def seed_sweep(runs: int, seeds: int = 3, device: str = "cuda", base=None, **train):
+    """``runs`` configurations of ``base`` (default: the seed network) on ``device``, ``runs // seeds`` time
+    constants (2 to 15 ms) times ``seeds`` seeds, in stream order (a seed's runs next to each other)."""
     from fastsnn.experiment.config import RunConfig
 
-    base = RunConfig()
+    base = base or RunConfig()
     taus = -(-runs // seeds)
     return [replace(base, model=replace(base.model, tau_ms=2.0 + 13.0 * (i // seeds) / max(taus - 1, 1)),
                     train=replace(base.train, seed=i % seeds, device=device, **train))
             for i in sorted(range(runs), key=lambda i: i % seeds)]
 
 
-def throughput(sizes=(1, 2, 4, 8, 16, 32, 64, 108, 128, 256), device: str = "cuda", repeats: int = 20) -> dict:
+def throughput(sizes=(1, 2, 4, 8, 16, 32, 64, 108, 128, 256), device: str = "cuda", repeats: int = 20,
+               base=None) -> dict:
     """One training step (forward, loss, backward, Adam) of a wide pack of R seed-size runs (3 seeds) on ready
     batches, for each R of ``sizes``: its median time, runs per second as run-epochs of the seed's 64 training
     batches (training steps only: no validation, stimulus or evaluation), and the peak memory the step holds.
     ``fits_one_pack``: whether :func:`fastsnn.experiment.sweeps.packs` puts a 108-run sweep in one pack on this
-    device by its memory estimate (data sets included), next to the measured peak of R = 108."""
+    device by its memory estimate (data sets included), next to the measured peak of R = 108. ``base``: another
+    network than the seed's (tests)."""
     from fastsnn.experiment.pack import PackedNetwork, stream_key
     from fastsnn.experiment.run import build_model, dataset, generator, memory_capacity
     from fastsnn.experiment.sweeps import Point, packs
@@ -105,7 +107,7 @@ def throughput(sizes=(1, 2, 4, 8, 16, 32, 64, 108, 128, 256), device: str = "cud
     dev = torch.device(device)
     rows = []
     for runs in sizes:
-        configs = seed_sweep(runs, device=device)
+        configs = seed_sweep(runs, device=device, base=base)
         keys = list(dict.fromkeys(stream_key(c) for c in configs))
         batches = []
         for key in keys:
@@ -131,21 +133,22 @@ def throughput(sizes=(1, 2, 4, 8, 16, 32, 64, 108, 128, 256), device: str = "cud
                      "peak_mib": peak})
         print(f"pack of {runs}: {rows[-1]['step_ms']:.2f} ms a step, {rows[-1]['runs_per_s']:.2f} run-epochs/s"
               + (f", peak {peak:.0f} MiB" if peak is not None else ""), flush=True)
-    points = [Point(f"p{i}", f"p{i}", c) for i, c in enumerate(seed_sweep(108, device=device))]
+    points = [Point(f"p{i}", f"p{i}", c) for i, c in enumerate(seed_sweep(108, device=device, base=base))]
     units = packs(points, device=dev.type, capacity=memory_capacity(dev))
     return {"rows": rows, "fits_one_pack": len(units) == 1, "packs_of_108": [len(u) for u in units],
             "capacity_mib": memory_capacity(dev) / 2**20}
 
 
-def end_to_end(epochs: int = 2, device: str = "cuda", root: Path | None = None) -> dict:
+def end_to_end(epochs: int = 2, device: str = "cuda", base=None) -> dict:
     """A 3-tau x 3-seed sweep's runs (seed network, ``epochs`` epochs) trained as one wide pack on ``device`` and
     the same runs solo, one after the other, in this process: their wall times and, per run, how far the packed
-    first epoch's losses and the test accuracy are from the solo run's (the wide path sums in another order)."""
+    first epoch's losses and the test accuracy are from the solo run's (the wide path sums in another order).
+    ``base``: another network than the seed's (tests)."""
     from fastsnn.experiment.pack import train_pack
     from fastsnn.experiment.run import train_run
 
-    configs = seed_sweep(9, device=device, epochs=epochs)
-    with tempfile.TemporaryDirectory(prefix="bench-pack-", dir=root) as tmp:
+    configs = seed_sweep(9, device=device, base=base, epochs=epochs)
+    with tempfile.TemporaryDirectory(prefix="bench-pack-") as tmp:
         start = time.perf_counter()
         packed = dict(train_pack(configs, [Path(tmp) / f"packed{i}" for i in range(9)]))
         packed_s = time.perf_counter() - start
