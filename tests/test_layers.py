@@ -72,6 +72,14 @@ def test_the_experiment_uses_only_public_library_names():
     assert not private, private
 
 
+def test_the_experiment_reaches_the_ops_through_their_front():
+    """The experiment imports ``fastsnn.ops`` (or ``fastsnn``), never an op's backend modules: those may change
+    with the kernels (the stimulus once took ``popcount`` from ``fastsnn.ops.spikes.simd``)."""
+    inside = [(m, target) for m in MODULES if part(m) == "fastsnn.experiment"
+              for target, _ in imports(m) if target.startswith("fastsnn.ops.")]
+    assert not inside, inside
+
+
 def test_no_import_runs_in_a_circle():
     state, stack = {}, []
 

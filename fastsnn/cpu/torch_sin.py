@@ -13,14 +13,12 @@ inside torch's own library with ATen's mode flags.
 (compared once per process on a probe of arguments); where it does not (torch without MKL: ARM,
 macOS), callers compute the sine with torch.
 
-MKL takes about 1 ns a value. A kernel that only compares a monotone function of the sine with a
-threshold rarely needs the sine's exact value: :func:`bracket` gives float32 bounds ``lo <= torch.sin(x)
-<= hi`` from a float32 sine that vectorises (~3x cheaper), and only where the threshold falls between
-``f(lo)`` and ``f(hi)`` must the kernel call :func:`vsin`. The bounds are 2^-19 |sin x| + 2^-34 (16
-to 32 ulps) either side of the estimate, whose own error is about 2 ulps (plus the reduction's 1e-13
-near the sine's zeros); that every float32 of [-BRACKETED, BRACKETED] has MKL's value inside its
-bounds was checked exhaustively on the AMD EPYC (``python -m bench.stimulus --check-sine``: 0 of 2.3
-billion outside); elsewhere MKL's documented error, below 1 ulp, leaves the same margin.
+MKL takes about 1 ns a value. A kernel that only compares a function of the sine with a threshold
+rarely needs the sine's exact value: it can decide from an estimate and a bound on its error, and call
+:func:`vsin` where the threshold falls within the bound (the stimulus kernel,
+``fastsnn.experiment.stimulus_cpu``). Such a bound counts MKL's error against the true sine: below 1
+ulp (MKL's documentation), at most 2^-24 in absolute value for every float32 of [-2^24, 2^24] on the
+AMD EPYC (``python -m bench.stimulus --check-sine``, exhaustive).
 """
 
 from __future__ import annotations
@@ -32,11 +30,9 @@ import os
 import numpy as np
 import torch
 from llvmlite import binding, ir
-from numba import njit, types
+from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
-
-from . import fma
 
 # ATen's flags for every VML call (vml.h): VML_HA | VML_FTZDAZ_OFF | VML_ERRMODE_IGNORE (mkl_vml_defines.h)
 MODE = 0x00000002 | 0x00140000 | 0x00000100
@@ -129,32 +125,3 @@ def mkl_local_threads(typingctx, n):
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, [i32]), LOCAL_THREADS)
         return builder.call(fn, [context.cast(builder, args[0], signature.args[0], types.int32)])
     return types.int32(n), codegen
-
-
-# bracket: x - k pi/2 in three float32 parts with fused multiply-adds, then Cephes' float32 polynomials of
-# sin and cos on [-pi/4, pi/4]
-BRACKETED = np.float32(4096.0)  # |x| up to which bracket() bounds the sine (beyond: (-1, 2), no information)
-_F = np.float32
-_TWO_OVER_PI = _F(0.6366197723675814)
-_PIO2 = (_F(1.5707963705062866), _F(-4.371138828673793e-08), _F(-1.7763568394002505e-15))  # sum: pi/2
-_SIN_POLY = (_F(-1.6666654611e-1), _F(8.3321608736e-3), _F(-1.9515295891e-4))
-_COS_POLY = (_F(4.166664568298827e-2), _F(-1.388731625493765e-3), _F(2.443315711809948e-5))
-_RELATIVE, _ABSOLUTE = _F(2.0**-19), _F(2.0**-34)  # half width: 16 ulps of |sin x| (2^-19 > 16 * 2^-24) + 2^-34
-_ONE, _HALF, _TWO = _F(1.0), _F(0.5), _F(2.0)
-
-
-@njit(inline="always")
-def bracket(x):
-    """float32 ``x`` -> float32 (lo, hi) with ``lo <= torch.sin(x) <= hi`` and ``lo >= -1``; (-1, 2) for
-    ``|x| > BRACKETED``. Branch-free, so that loops over it vectorise."""
-    k = np.rint(x * _TWO_OVER_PI)
-    r = fma(-k, _PIO2[2], fma(-k, _PIO2[1], fma(-k, _PIO2[0], x)))
-    z = r * r
-    s = fma(r * z, fma(z, fma(z, _SIN_POLY[2], _SIN_POLY[1]), _SIN_POLY[0]), r)
-    c = fma(z * z, fma(z, fma(z, _COS_POLY[2], _COS_POLY[1]), _COS_POLY[0]), fma(-_HALF, z, _ONE))
-    q = np.int32(k)
-    v = c if q & 1 else s
-    v = -v if q & 2 else v
-    d = abs(v) * _RELATIVE + _ABSOLUTE
-    inside = abs(x) <= BRACKETED
-    return (max(v - d, -_ONE) if inside else -_ONE), (v + d if inside else _TWO)

@@ -1,4 +1,4 @@
-"""LLVM IR pieces shared by the numba intrinsics (``rows.py`` here, ``fastsnn/ops/spikes/simd.py``)."""
+"""LLVM IR pieces shared by the numba intrinsics (``rows.py`` and ``bits.py`` here, ``fastsnn/ops/spikes/simd.py``)."""
 
 from __future__ import annotations
 

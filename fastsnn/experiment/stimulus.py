@@ -123,6 +123,7 @@ class IPDDataset:
                                       device=self.device, dtype=torch.float64).float()
         cells = torch.arange(c.steps * c.inputs, device=self.device, dtype=torch.int32).view(c.steps, c.inputs)
         self._table = fmix32(fmix32(torch.bitwise_xor(cells, _TABLE_SALT)))  # (T, inputs) int32
+        self._steps = None  # the last phase's tables for the CPU kernel (_cpu_steps)
 
     @classmethod
     def random(cls, n: int, config: StimulusConfig, generator: torch.Generator, device="cpu",
@@ -184,18 +185,17 @@ class IPDDataset:
         fused = c.envelope_power in FUSED_POWERS and (self.backend == "triton" or
                                                      (self.backend == "cpu" and torch_sin.available()))
         if fused:
-            phase, delays = self.angles(offset, jitter)
-            scale = c.rate_max_hz * c.dt_ms * 1e-3
+            scale, power = c.rate_max_hz * c.dt_ms * 1e-3, int(c.envelope_power)
             if self.backend == "cpu":
                 from .stimulus_cpu import stimulus_bits
 
-                bits, counts = stimulus_bits(keys, self._ipd[index], self._table, phase, delays, scale,
-                                             int(c.envelope_power))
+                phase, delays, steps = self._cpu_steps(offset, jitter, scale, power)
+                bits, counts = stimulus_bits(keys, self._ipd[index], steps, phase, delays, scale, power)
                 return SpikeBits(bits, shape, counts)
             from .stimulus_triton import stimulus_bits
 
-            return SpikeBits(stimulus_bits(keys, self._ipd[index], self._table, phase, delays, scale,
-                                           int(c.envelope_power)), shape)
+            phase, delays = self.angles(offset, jitter)
+            return SpikeBits(stimulus_bits(keys, self._ipd[index], self._table, phase, delays, scale, power), shape)
         prob = self.spike_probability(index, offset, jitter)
         if self.backend == "cpu":
             from .stimulus_cpu import poisson_bits
@@ -203,6 +203,17 @@ class IPDDataset:
             bits, counts = poisson_bits(keys, self._table, prob)
             return SpikeBits(bits, shape, counts)
         return SpikeBits.pack(self.spikes_torch(index, prob))
+
+    def _cpu_steps(self, offset: float, jitter: torch.Tensor | None, scale: float, power: int):
+        """(phase, delays, :func:`.stimulus_cpu.step_tables`) at ``offset`` and ``jitter``: computed for the first
+        batch drawn there and kept for the next ones (a pass draws its batches at one phase)."""
+        key = (offset, None if jitter is None else jitter.numpy().tobytes())
+        if self._steps is None or self._steps[0] != key:
+            from .stimulus_cpu import step_tables
+
+            phase, delays = self.angles(offset, jitter)
+            self._steps = key, (phase, delays, step_tables(self._table, phase, delays, scale, power))
+        return self._steps[1]
 
     def spikes_torch(self, index: torch.Tensor, prob: torch.Tensor) -> torch.Tensor:
         """(n, T, inputs) float32 0/1 spikes of the samples ``index`` with probabilities ``prob``, in torch

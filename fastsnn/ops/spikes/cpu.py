@@ -20,8 +20,9 @@ import torch
 from numba import njit, prange
 
 from fastsnn.cpu import buffers, cpu_kernel, sync_threads
+from fastsnn.cpu.bits import popcount
 
-from .simd import VECTOR_BYTES, append_bits, bit_plane64, gather_rows, popcount
+from .simd import VECTOR_BYTES, append_bits, bit_plane64, gather_rows
 
 MAX_NVEC = 8  # vector registers per partial sum: 128 float32 columns per pass; 16 spilled (measured 6x slower)
 
