@@ -2,7 +2,7 @@
 on every backend, per member exactly and on the wide path within float rounding; every member of a trained
 pack writes the run folder its solo run writes (weights, metrics, history), early stopping and best
 snapshot its own; a killed pack resumes every member to the same end; a sweep with and without packing
-gives the same rows; how a sweep cuts its points into packs."""
+gives the same rows; learning-rate schedules; how a sweep cuts its points into packs."""
 
 import json
 import os
@@ -161,6 +161,18 @@ def test_a_packed_run_evaluates_as_a_solo_run(stopping, tmp_path, capsys):
         assert main(["evaluate", str(run / "checkpoint.pt"), "--seed", "5", "--out", str(tmp_path / name)]) == 0
     packed, solo = (json.loads((tmp_path / name / "evaluate-seed5.json").read_text()) for name in ("packed", "solo"))
     assert packed.pop("checkpoint") != solo.pop("checkpoint") and packed == solo
+
+
+@cpu_only
+def test_a_pack_follows_its_members_learning_rate_schedule(tmp_path):
+    """one_cycle moves the learning rate and Adam's beta1 every epoch: the members end as their solo runs; runs
+    of another schedule, or of other epochs under one, are of another pack."""
+    configs = [config(tau, seed, epochs=3, lr_schedule="one_cycle") for tau, seed in zip(TAUS, (0, 1, 0))]
+    outs = [tmp_path / f"packed{i}" for i in range(3)]
+    assert all(isinstance(m, dict) for m in dict(train_pack(configs, outs)).values())
+    assert_same_runs(outs, train_solo(configs, tmp_path))
+    assert pack_key(config(epochs=4, lr_schedule="one_cycle")) != pack_key(configs[0]) != pack_key(config(epochs=3))
+    assert pack_key(config(epochs=4)) == pack_key(config(epochs=3))
 
 
 @cpu_only
