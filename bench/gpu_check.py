@@ -25,6 +25,10 @@
    batch's time against the torch path.
 8. An epoch of the default run on CUDA (``bench.epoch --no-seed``: breakdown, per-epoch time, ready
    inputs; on CUDA the stimulus' share is not synchronised, the epoch's time is).
+9. Packed sweeps (``bench.pack``; their tests, tests/test_pack.py, run in 1): a wide pack's training step at
+   the seed's size for 1..256 runs (runs per second against pack size, peak memory), whether a 108-run sweep
+   is one pack on this GPU, and a 3-tau x 3-seed sweep trained as one pack against the same runs solo (time,
+   and the packed metrics' distance from the solo ones).
 It prints a short table last and writes OUT/gpu_check-<date>.json (``--out``, default runs/bench); the exit status is
 non-zero when a test or a check of 2 fails.
 """
@@ -43,7 +47,7 @@ import torch.nn.functional as F
 
 import fastsnn
 
-from . import delays, epoch, report
+from . import delays, epoch, pack, report
 from .common import add_out_option, alternate, machine, save
 from .workloads import ALPHA, WORKLOADS, _network, make_inputs
 
@@ -264,10 +268,13 @@ def main(argv=None) -> int:
     stim = stimulus_bits_check()
     run = epoch.main(["--rounds", "2", "--epochs", "4", "--run-epochs", "3", "--no-seed", "--name", "cuda",
                       "--out", str(args.out)])
+    packs = pack.throughput()
+    sweep = pack.end_to_end()
     seed_step = next(r for r in rep["rows"] if r["workload"] == "seed" and r["op"] == "train_step")["median_ms"]
     out = {"machine": machine(), "tests_rc": tests_rc, "lif_family": family, "membrane_probe": probe,
            "copy_GBps": bw, "lif": lif, "graph_step": graph, "seed_step_ms": seed_step, "stimulus": stim,
-           "epoch_s": run["breakdown_median_s"]["epoch"], "epoch_over_ready": run["epoch_over_ready"]}
+           "epoch_s": run["breakdown_median_s"]["epoch"], "epoch_over_ready": run["epoch_over_ready"],
+           "pack_throughput": packs, "pack_end_to_end": sweep}
     save(args.out, f"gpu_check-{date.today().isoformat()}", out)
     seed_ms = seed_step.get("seed")
     print("\n| check | result |\n|---|---|")
@@ -291,6 +298,14 @@ def main(argv=None) -> int:
           f" a seed batch {stim['batch_ms']['triton']:.3f} ms (torch {stim['batch_ms']['torch']:.3f} ms) |")
     print(f"| default run's epoch on CUDA | {out['epoch_s']:.3f} s, {out['epoch_over_ready']:.2f}x its steps and "
           f"validation forwards on ready inputs |")
+    runs_per_s = ", ".join(f"{r['runs']}: {r['runs_per_s']:.1f}" for r in packs["rows"])
+    big = next(r for r in packs["rows"] if r["runs"] == 108)
+    print(f"| packed training step, run-epochs/s by pack size | {runs_per_s} |")
+    print(f"| 108 runs in one pack | step {big['step_ms']:.1f} ms, peak {big['peak_mib']:.0f} MiB of "
+          f"{packs['capacity_mib']:.0f}; sweep's packs by estimate {packs['packs_of_108']} |")
+    print(f"| 3 taus x 3 seeds, {sweep['epochs']} epochs: one pack / solo | {sweep['packed_s']:.1f} s / "
+          f"{sweep['solo_s']:.1f} s = {sweep['speedup']:.1f}x; first-epoch losses within "
+          f"{sweep['first_epoch_loss_rel_max']:.1e} rel, test accuracy within {sweep['test_accuracy_abs_diff_max']:.3f} |")
     return tests_rc or int(not (family["ok"] and probe["ok"] and stim["ok"]))
 
 

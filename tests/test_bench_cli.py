@@ -77,8 +77,8 @@ def test_a_seed_script_that_is_not_there_is_an_error(tmp_path, capsys):
     assert f"--seed-script {tmp_path / 'nope.py'}: no such file" in capsys.readouterr().err
 
 
-SCRIPTS = ["ab_step", "delays", "docs_figures", "epoch", "family", "gpu_check", "peer_step", "peers", "report",
-           "spike_crossover", "spike_profile", "stimulus", "threads", "variants", "whole_run"]
+SCRIPTS = ["ab_step", "delays", "docs_figures", "epoch", "family", "gpu_check", "pack", "peer_step", "peers",
+           "report", "spike_crossover", "spike_profile", "stimulus", "threads", "variants", "whole_run"]
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -124,3 +124,18 @@ def test_phase_offsets_reproduces_a_runs_own_metrics(tmp_path, capsys):
     rows = phase_offsets.main([str(out), "--offsets", "3"])
     assert [row["set"] for row in rows] == ["train", "test"] and all(len(row["accuracy"]) == 3 for row in rows)
     assert "| 0.00 | 0.33 | 0.67 | mean | min | max |" in capsys.readouterr().out
+
+
+def test_pack_gpu_part_runs_at_a_tiny_size():
+    """bench.gpu_check's packed-sweep part (bench.pack.throughput and end_to_end), on the CPU at a tiny size, so
+    that a GPU session does not find it broken."""
+    from bench import pack
+    from fastsnn.experiment.config import ModelConfig, RunConfig, StimulusConfig, TrainConfig
+
+    tiny = RunConfig(StimulusConfig(anf_per_ear=4, steps=12), ModelConfig(hidden=5),
+                     TrainConfig(batch_size=8, train_samples=16, valid_samples=8, test_samples=8, threads=1))
+    out = pack.throughput(sizes=(1, 3), device="cpu", repeats=1, base=tiny)
+    assert [r["runs"] for r in out["rows"]] == [1, 3] and all(r["runs_per_s"] > 0 for r in out["rows"])
+    assert sum(out["packs_of_108"]) == 108
+    sweep = pack.end_to_end(epochs=1, device="cpu", base=tiny)
+    assert sweep["first_epoch_loss_rel_max"] == 0 and sweep["test_accuracy_abs_diff_max"] == 0  # per member

@@ -399,7 +399,8 @@ def test_dry_run_lists_runs_and_what_is_done(local_sweep, capsys):
     assert sorted(line.split()[0] + " " + line.split()[2] for line in lines[:-1]) == [
         "done anf_per_ear=4,hidden=3,seed=0", "done anf_per_ear=4,hidden=3,seed=1",
         "todo anf_per_ear=8,hidden=3,seed=0", "todo anf_per_ear=8,hidden=3,seed=1"]
-    assert lines[-1] == "2 points x 2 seeds = 4 runs: 2 done, 2 to run"
+    assert lines[-1] == "2 points x 2 seeds = 4 runs: 2 done, 2 to run in 1 pack (2 runs)"
+    assert [line.endswith("(pack 1, 2 runs)") for line in lines[:-1]] == [line.startswith("todo") for line in lines[:-1]]
 
 
 def _results_file(path, points):

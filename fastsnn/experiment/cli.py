@@ -242,6 +242,10 @@ def parser() -> argparse.ArgumentParser:
                         "starts")
     g.add_argument("--address", default=None,
                    help="Ray cluster address (default: a running local cluster, else a new one)")
+    g.add_argument("--pack", type=int, default=None, metavar="N",
+                   help="train up to N runs whose networks have the same shapes together as one stacked model "
+                        "(a pack; runs of one seed share their stimulus), each writing its own run folder and row "
+                        "as a solo run would (default: 32 on the CPU, 256 on a GPU; 1: every run alone)")
     g.add_argument("--dry-run", action="store_true", help="list the runs and which are done; train nothing")
     g.add_argument("--quiet", action="store_true", help="no progress bar over the runs")
     _report_flags(sw)
@@ -252,7 +256,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _sweep(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from .sweeps import parse_grid, plan, report, seeds_of, sweep
+    from .sweeps import local_packs, parse_grid, plan, report, seeds_of, sweep
     from .sweep_plots import layout
 
     try:
@@ -262,12 +266,19 @@ def _sweep(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         layout({key: list(map(str, vals)) for key, vals in grid.items() if len(vals) > 1}, args.x, args.hue)
         if args.dry_run:
             planned = plan(base, grid, seeds, args.out)
+            units = local_packs(planned.todo, args.pack, args.workers or 1) if args.executor == "local" else []
+            unit_of = {point.id: i for i, unit in enumerate(units) for point in unit}
             for point in planned.points:
-                print(f"{'done' if point.id in planned.done else 'todo'}  {point.id}  {point.name}")
+                unit = units[unit_of[point.id]] if point.id in unit_of else None
+                where = f"  (pack {unit_of[point.id] + 1}, {len(unit)} runs)" if unit and len(unit) > 1 else ""
+                print(f"{'done' if point.id in planned.done else 'todo'}  {point.id}  {point.name}{where}")
+            packed = [len(unit) for unit in units if len(unit) > 1]
+            how = f" in {len(packed)} pack{'s' * (len(packed) != 1)} ({', '.join(map(str, packed))} runs)" if packed else ""
             print(f"{len(planned.points) // len(seeds)} points x {len(seeds)} seeds = {len(planned.points)} runs: "
-                  f"{len(planned.done)} done, {len(planned.todo)} to run")
+                  f"{len(planned.done)} done, {len(planned.todo)} to run{how}")
             return 0
-        rows = sweep(base, grid, seeds, args.out, args.executor, args.workers, args.address, progress=not args.quiet)
+        rows = sweep(base, grid, seeds, args.out, args.executor, args.workers, args.address, progress=not args.quiet,
+                     pack=args.pack)
     except (ValueError, ImportError, OSError) as err:  # OSError: a full disk; ConnectionError: no Ray cluster
         p.error(str(err))
     except KeyboardInterrupt:

@@ -20,10 +20,11 @@ import json
 import os
 import sys
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -37,7 +38,7 @@ from .evaluate import Evaluation, evaluate
 from .files import TMP_PREFIX, atomic_write, locked, replacing
 from .model import IPDNetwork
 from .stimulus import IPDDataset
-from .training import StateMismatch, fit
+from .training import FitResult, StateMismatch, fit
 
 # The named random streams of a run. Each data set has its own: `evaluate --seed S` redraws exactly
 # the test set (and its phase offset) of the run trained with --seed S, and shares no stream with
@@ -119,9 +120,14 @@ def memory_capacity(device: torch.device) -> int:
     return min(total, int(limit)) if limit.isdigit() else total
 
 
+def memory_need(config: RunConfig) -> int:
+    """Bytes a run of ``config`` holds at its peak, roughly (:func:`memory_estimate` of its sizes)."""
+    return memory_estimate(**_sizes(config))
+
+
 def _check_memory(config: RunConfig, device: torch.device) -> None:
     sizes = _sizes(config)
-    need, have = memory_estimate(**sizes), memory_capacity(device)
+    need, have = memory_need(config), memory_capacity(device)
     if need <= have:
         return
     defaults = _sizes(RunConfig())
@@ -154,11 +160,11 @@ def check_run(config: RunConfig) -> torch.device:
 
 def check_size(config: RunConfig, device: torch.device) -> None:
     """Fail when ``config`` asks for more threads than this process's CPUs or more memory than ``device`` has."""
-    check_threads(_threads(config.train.threads))
+    check_threads(thread_setting(config.train.threads))
     _check_memory(config, device)
 
 
-def _threads(threads: int | None) -> int | str:
+def thread_setting(threads: int | None) -> int | str:
     """A config's ``threads`` as :func:`fastsnn.cpu.threads.set_threads` takes it (None: "auto")."""
     return threads if threads is not None else "auto"
 
@@ -273,6 +279,8 @@ def _figures(out: Path, label: str, result: Evaluation, num_classes: int) -> Non
     hist, confusion = _figure_names(label)
     _save(out, hist, lambda path: plots.ipd_histogram(result, num_classes, path, label))
     _save(out, confusion, lambda path: plots.confusion_matrix(result, path, label))
+
+
 def run_title(out: Path, config: RunConfig) -> str:
     """A run's identity for its figures: "hidden64: seed 0, hidden=64, lr=0.01" (the settings away from the
     seed network's defaults, the CPU thread count aside: it does not change the results)."""
@@ -281,11 +289,16 @@ def run_title(out: Path, config: RunConfig) -> str:
     return f"{out.name}: seed {config.train.seed}, {settings}"
 
 
-def _run_figures(out: Path, config: RunConfig, history: list[dict]) -> None:
+def _run_figures(out: Path, config: RunConfig, history: list[dict], inputs: Path | None) -> None:
+    """``inputs.png`` (drawn from the run's ``figures`` stream: the same file for every run of one seed and
+    stimulus, so ``inputs``, such a run's, is copied where given) and ``loss.png``."""
     from . import plots
 
-    figures = generator(config.train.seed, "figures")
-    _save(out, "inputs.png", lambda path: plots.input_rasters(config.stimulus, path, figures))
+    if inputs is None:
+        figures = generator(config.train.seed, "figures")
+        _save(out, "inputs.png", lambda path: plots.input_rasters(config.stimulus, path, figures))
+    else:
+        _save(out, "inputs.png", lambda path: path.write_bytes(inputs.read_bytes()))
     _save(out, "loss.png", lambda path: plots.loss_curves(history, path, run_title(out, config)))
 
 
@@ -306,21 +319,94 @@ def _threads_used() -> dict:
     return {"threads": auto.maximum, "threads_auto": True, "threads_lowest": auto.lowest}
 
 
+class RunFolder:
+    """The folder of one run while a process trains it: claimed (its lock held until ``stack`` closes),
+    then started afresh (``resume`` False: refused if it holds a run, unless ``overwrite``) or resumed.
+
+    After construction ``metrics`` holds a finished run's metrics (resume found it done: nothing to train),
+    else ``state`` its epoch checkpoint to continue from (None: from the start) and ``before`` the seconds
+    the earlier sessions spent. :meth:`save_epoch` writes ``resume.pt`` after each epoch and :meth:`finish`
+    evaluates the trained model and writes the finished run's files. A solo run and each member of a
+    pack (:mod:`fastsnn.experiment.pack`) write through it, so the two write the same files.
+    """
+
+    def __init__(self, out: Path, config: RunConfig, stack: ExitStack, overwrite: bool = False,
+                 resume: bool = False):
+        self.out, self.config = Path(out), config
+        self.metrics: dict | None = None
+        self.state: dict | None = None
+        _claim(self.out, stack)
+        if not resume:
+            _start(self.out, config, overwrite)
+        elif (self.out / "metrics.json").is_file() and load_run_config(self.out) == config:  # finished already
+            (self.out / RESUME).unlink(missing_ok=True)
+            self.metrics = json.loads((self.out / "metrics.json").read_text())
+        else:
+            self.state = _resume_state(self.out, config)
+        self.before = self.state.pop("seconds") if self.state is not None else 0.0
+
+    def save_epoch(self, state: dict, seconds: float) -> None:
+        """``resume.pt``: the training state :func:`~.training.fit` gives after an epoch, and the seconds so far."""
+        _save_epoch(self.out, {**state, "config": self.config.to_dict(), "seconds": seconds})
+
+    def mismatch(self, err: StateMismatch) -> ValueError:
+        """The one-line error for a ``resume.pt`` that training cannot continue from."""
+        return ValueError(f"{self.out / RESUME} does not fit the run in {self.out} ({err}); delete it to train the "
+                          "run from its first epoch")
+
+    def finish(self, model: torch.nn.Module, result: FitResult, device: torch.device, backend: str,
+               train_seconds: float, elapsed, train_set: IPDDataset, test_set: IPDDataset,
+               inputs: Path | None = None) -> dict:
+        """Evaluate ``model`` (trained, its best weights restored) on the training and test sets, write
+        ``checkpoint.pt``, ``history.csv``, the figures and, last, ``metrics.json``, drop ``resume.pt``; return
+        the metrics. ``elapsed()``: the run's seconds so far. ``inputs``: an ``inputs.png`` of this seed and
+        stimulus to copy instead of drawing it again."""
+        out, config, tc = self.out, self.config, self.config.train
+        on_train = evaluate(model, train_set, tc.batch_size, generator(tc.seed, "eval_train"))
+        on_test = evaluate(model, test_set, tc.batch_size, generator(tc.seed, "eval_test"))
+        metrics = {
+            **on_test.summary("test"), **on_train.summary("train"),
+            "epochs": result.epochs_run, "best_epoch": result.best_epoch,
+            "best_val_loss": result.best_val_loss if tc.validation else None,
+            "stopped_early": result.stopped_early, "restored_best": result.restored_best,
+            "train_seconds": train_seconds, "wall_seconds": elapsed(),
+            "device": str(device), "backend": backend, **_threads_used(),
+            "fastsnn_version": __version__, "torch_version": str(torch.__version__),
+        }
+        checkpoint = {"config": config.to_dict(), "state_dict": model.state_dict(), "metrics": metrics}
+        _save(out, "checkpoint.pt", lambda path: _save_torch(checkpoint, path))
+        _save(out, "history.csv", lambda path: _write_history(path, result.history))
+        _run_figures(out, config, result.history, inputs)
+        _figures(out, "train", on_train, config.stimulus.num_classes)
+        _figures(out, "test", on_test, config.stimulus.num_classes)
+        metrics["wall_seconds"] = elapsed()
+        atomic_write(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        (out / RESUME).unlink()
+        return metrics
+
+
 def train_run(config: RunConfig, out: Path | None = None, progress: bool = True, overwrite: bool = False,
               resume: bool = False) -> dict:
     """Train and evaluate the seed network as ``config`` says into the run folder ``out`` (default: a new
     ``runs/<timestamp>``); return the metrics.
 
     ``out`` must be empty or absent, unless ``overwrite`` (a previous run there is removed first) or
-    ``resume``: a run of ``config`` there continues from its last finished epoch and ends with exactly
+    ``resume``: a run killed there continues from its last finished epoch and ends with exactly
     the weights and metrics it would have had uninterrupted; a finished one returns its metrics.
     ``wall_seconds`` and ``train_seconds`` add up the sessions, up to each one's last saved epoch.
     A full disk raises ``ValueError`` saying so (the run stays resumable).
     """
     device = check_run(config)
     out = Path(out) if out is not None else new_run_dir()
-    try:
+    with no_space_is_one_line(out):
         return _train_run(config, device, out, progress, overwrite, resume)
+
+
+@contextmanager
+def no_space_is_one_line(out: Path) -> Iterator[None]:
+    """A full disk while training into ``out`` raises ``ValueError`` saying so and how to continue."""
+    try:
+        yield
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
@@ -333,20 +419,13 @@ def _train_run(config: RunConfig, device: torch.device, out: Path, progress: boo
     start = time.perf_counter()
     tc = config.train
     with ExitStack() as stack:
-        stack.enter_context(using_threads(_threads(tc.threads)))
-        _claim(out, stack)
-        if not resume:
-            _start(out, config, overwrite)
-            state = None
-        elif (out / "metrics.json").is_file() and load_run_config(out) == config:  # finished already
-            (out / RESUME).unlink(missing_ok=True)
-            return json.loads((out / "metrics.json").read_text())
-        else:
-            state = _resume_state(out, config)
-        before = state.pop("seconds") if state is not None else 0.0
+        stack.enter_context(using_threads(thread_setting(tc.threads)))
+        folder = RunFolder(out, config, stack, overwrite, resume)
+        if folder.metrics is not None:
+            return folder.metrics
 
         def elapsed() -> float:
-            return before + time.perf_counter() - start
+            return folder.before + time.perf_counter() - start
 
         model = build_model(config, device)
         train_set, valid_set, test_set = (dataset(config, which, tc.seed, device) if which != "valid" or tc.validation
@@ -357,32 +436,11 @@ def _train_run(config: RunConfig, device: torch.device, out: Path, progress: boo
             when = "first run only" if persistent() else "no kernel cache: every run"
             print(f"compiling CPU kernels ({when}, ~30 s)", file=sys.stderr, flush=True)
         try:
-            result = fit(model, train_set, valid_set, tc, generator(tc.seed, "train"), progress=progress, state=state,
-                         on_epoch=lambda s: _save_epoch(out, {**s, "config": config.to_dict(), "seconds": elapsed()}))
+            result = fit(model, train_set, valid_set, tc, generator(tc.seed, "train"), progress=progress,
+                         state=folder.state, on_epoch=lambda s: folder.save_epoch(s, elapsed()))
         except StateMismatch as err:
-            raise ValueError(f"{out / RESUME} does not fit the run in {out} ({err}); delete it to train the run from "
-                             "its first epoch") from None
-        train_seconds = elapsed()
-        on_train = evaluate(model, train_set, tc.batch_size, generator(tc.seed, "eval_train"))
-        on_test = evaluate(model, test_set, tc.batch_size, generator(tc.seed, "eval_test"))
-        metrics = {
-            **on_test.summary("test"), **on_train.summary("train"),
-            "epochs": result.epochs_run, "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss if tc.validation else None,
-            "stopped_early": result.stopped_early, "restored_best": result.restored_best,
-            "train_seconds": train_seconds, "wall_seconds": elapsed(),
-            "device": str(device), "backend": backend, **_threads_used(),
-            "fastsnn_version": __version__, "torch_version": str(torch.__version__),
-        }
-        checkpoint = {"config": config.to_dict(), "state_dict": model.state_dict(), "metrics": metrics}
-        _save(out, "checkpoint.pt", lambda path: _save_torch(checkpoint, path))
-        _save(out, "history.csv", lambda path: _write_history(path, result.history))
-        _run_figures(out, config, result.history)
-        _figures(out, "train", on_train, config.stimulus.num_classes)
-        _figures(out, "test", on_test, config.stimulus.num_classes)
-        metrics["wall_seconds"] = elapsed()
-        atomic_write(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        (out / RESUME).unlink()
-    return metrics
+            raise folder.mismatch(err) from None
+        return folder.finish(model, result, device, backend, elapsed(), elapsed, train_set, test_set)
 
 
 # checkpoints -------------------------------------------------------------------------------------------
@@ -440,7 +498,7 @@ def evaluate_checkpoint(path: Path, seed: int, out: Path | None = None, device: 
     config, model = load_checkpoint(path, dev, backend)
     tc = replace(config.train, seed=seed)  # validates the seed
     if threads is None:
-        threads = _threads(tc.threads)
+        threads = thread_setting(tc.threads)
         try:
             check_threads(threads)
         except ValueError as err:  # a run of a larger machine, or a hand-edited config

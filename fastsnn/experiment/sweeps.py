@@ -49,7 +49,8 @@ from tqdm.auto import tqdm
 from . import sweep_summary
 from .config import ModelConfig, RunConfig, StimulusConfig, TrainConfig
 from .files import atomic_write, locked
-from .run import check_size, resolve_device, train_run
+from .pack import pack_key, stream_key, train_pack
+from .run import check_size, memory_capacity, memory_need, resolve_device, train_run
 
 EXECUTORS = ("local", "ray")
 _SECTIONS = {"stimulus": StimulusConfig, "model": ModelConfig, "train": TrainConfig}
@@ -338,6 +339,11 @@ def run_point(point: Point, runs_dir: str, threads: int | None = None) -> dict:
         m = train_run(point.config, Path(runs_dir) / point.id, progress=False, resume=True)
     except Exception as err:  # the row records it; the next run of the sweep retries the point
         return _failed(point, f"{type(err).__name__}: {err}", peak_rss_mib=round(_peak_rss_mib(), 1))
+    return _finished_row(point, m, device)
+
+
+def _finished_row(point: Point, m: dict, device: torch.device) -> dict:
+    """The row of ``point``, whose run ended with metrics ``m`` on ``device``."""
     cuda_mib = round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None
     return _row(point, **{k: m[k] for k in ("test_accuracy", "test_abs_error_deg", "train_accuracy",
                                             "train_abs_error_deg", "best_epoch")},
@@ -347,11 +353,105 @@ def run_point(point: Point, runs_dir: str, threads: int | None = None) -> dict:
                 gpu_model=torch.cuda.get_device_name(device) if device.type == "cuda" else "", status="ok", error="")
 
 
+def run_pack(points: list[Point], runs_dir: str, threads: int | None = None) -> Iterator[dict]:
+    """Train ``points`` (of one :func:`~fastsnn.experiment.pack.pack_key`) in this process as one pack
+    (:func:`~fastsnn.experiment.pack.train_pack`; one point: :func:`run_point`), each into ``runs_dir/<id>/``
+    as :func:`run_point` would write it; yield each one's results row as it finishes. An exception becomes
+    ``status="failed"`` rows, for one point where it is that point's, else for every point not yet done.
+    ``peak_rss_mib`` and ``peak_cuda_mib``: the pack's peaks so far."""
+    if len(points) == 1:
+        yield run_point(points[0], runs_dir, threads)
+        return
+    if threads is not None:
+        torch.set_num_threads(threads)
+    _reset_peak_rss()
+    done = set()
+    try:
+        device = resolve_device(points[0].config.train.device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        for i, outcome in train_pack([p.config for p in points], [Path(runs_dir) / p.id for p in points]):
+            done.add(i)
+            if isinstance(outcome, Exception):
+                yield _failed(points[i], f"{type(outcome).__name__}: {outcome}", peak_rss_mib=round(_peak_rss_mib(), 1))
+            else:
+                yield _finished_row(points[i], outcome, device)
+    except Exception as err:  # the rows record it; the next run of the sweep retries the points
+        for i, point in enumerate(points):
+            if i not in done:
+                yield _failed(point, f"{type(err).__name__}: {err}", peak_rss_mib=round(_peak_rss_mib(), 1))
+
+
+def _pack_rows(points: list[Point], runs_dir: str, threads: int | None = None) -> list[dict]:
+    """:func:`run_pack`'s rows as a list (a Ray task's result)."""
+    return list(run_pack(points, runs_dir, threads))
+
+
+# packs --------------------------------------------------------------------------------------------------
+
+PACK_SIZE = {"cpu": 32, "cuda": 256}  # the most runs in a pack by default, by device
+
+
+def packs(points: list[Point], size: int | None = None, units: int = 1, device: str = "cpu",
+          capacity: int | None = None) -> list[list[Point]]:
+    """The units of work of a sweep: lists of points that train together as one pack
+    (:mod:`fastsnn.experiment.pack`), one point alone being a solo run, in the points' order.
+
+    Points of one :func:`~fastsnn.experiment.pack.pack_key` share packs of at most ``size`` runs (default
+    :data:`PACK_SIZE` of ``device``) and, with ``capacity``, bytes of memory by :func:`~.run.memory_need`.
+    Each stream's points (one seed and stimulus: :func:`~fastsnn.experiment.pack.stream_key`) stay in one pack
+    where they fit in one, so that its stimulus is computed once. Then, while there are fewer units than
+    ``units`` (the processes that run them), the largest splits in two, between streams where it has several.
+    ``size=1``: every point alone, as without packing.
+    """
+    limit = size if size is not None else PACK_SIZE[device]
+    groups: dict[tuple, dict[tuple, list[Point]]] = {}
+    for point in points:
+        groups.setdefault(pack_key(point.config), {}).setdefault(stream_key(point.config), []).append(point)
+    out = []
+    for streams in groups.values():
+        current: list[Point] = []
+        for stream in streams.values():
+            for chunk in _fitting(stream, limit, capacity):
+                if current and not _fits(current + chunk, limit, capacity):
+                    out.append(current)
+                    current = []
+                current = current + chunk
+        out.append(current)
+    while len(out) < units and any(len(unit) > 1 for unit in out):
+        largest = max(out, key=len)
+        at = out.index(largest)
+        out[at:at + 1] = _halves(largest)
+    return out
+
+
+def _fits(points: list[Point], limit: int, capacity: int | None) -> bool:
+    return len(points) <= limit and (capacity is None or sum(memory_need(p.config) for p in points) <= capacity)
+
+
+def _fitting(stream: list[Point], limit: int, capacity: int | None) -> list[list[Point]]:
+    """A stream's points in chunks that each fit a pack (the whole stream where it fits)."""
+    chunks = [[]]
+    for point in stream:
+        if chunks[-1] and not _fits(chunks[-1] + [point], limit, capacity):
+            chunks.append([])
+        chunks[-1].append(point)
+    return chunks
+
+
+def _halves(unit: list[Point]) -> list[list[Point]]:
+    """``unit`` in two parts of about equal size, cut between streams where it holds several."""
+    keys = [stream_key(p.config) for p in unit]
+    cuts = [i for i in range(1, len(unit)) if keys[i] != keys[i - 1]] or list(range(1, len(unit)))
+    cut = min(cuts, key=lambda i: abs(2 * i - len(unit)))
+    return [unit[:cut], unit[cut:]]
+
+
 # executors --------------------------------------------------------------------------------------------
 
-def _in_process(points: list[Point], runs_dir: str) -> Iterator[dict]:
-    for point in points:
-        yield run_point(point, runs_dir)
+def _in_process(units: list[list[Point]], runs_dir: str) -> Iterator[dict]:
+    for unit in units:
+        yield from run_pack(unit, runs_dir)
 
 
 def _exit_with_parent() -> None:
@@ -361,38 +461,45 @@ def _exit_with_parent() -> None:
     threading.Thread(target=lambda: (wait([sentinel]), os._exit(1)), daemon=True).start()
 
 
-def _child(conn, point: Point, runs_dir: str, threads: int) -> None:
+def _child(conn, unit: list[Point], runs_dir: str, threads: int) -> None:
     _exit_with_parent()
-    conn.send(run_point(point, runs_dir, threads))
+    for row in run_pack(unit, runs_dir, threads):
+        conn.send(row)
     conn.close()
 
 
-def _in_processes(points: list[Point], runs_dir: str, workers: int) -> Iterator[dict]:
-    """Each point in a fresh spawned process, ``workers`` at a time, ``cores // workers`` threads each."""
+def _in_processes(units: list[list[Point]], runs_dir: str, workers: int) -> Iterator[dict]:
+    """Each unit (a pack, or one point) in a fresh spawned process, ``workers`` at a time, ``cores // workers``
+    threads each; its rows come back as its runs finish."""
     ctx = multiprocessing.get_context("spawn")
     threads = max(1, len(os.sched_getaffinity(0)) // workers)
-    waiting, running = list(reversed(points)), {}
+    waiting, running = list(reversed(units)), {}
     try:
         while waiting or running:
             while waiting and len(running) < workers:
-                point = waiting.pop()
+                unit = waiting.pop()
                 reader, writer = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_child, args=(writer, point, runs_dir, threads), daemon=True)
+                proc = ctx.Process(target=_child, args=(writer, unit, runs_dir, threads), daemon=True)
                 proc.start()
                 writer.close()
-                running[reader] = (proc, point)
+                running[reader] = (proc, unit, set())
             for reader in wait(list(running)):
-                proc, point = running.pop(reader)
+                proc, unit, reported = running[reader]
                 try:
                     row = reader.recv()
-                except EOFError:
+                except EOFError:  # the process ended: its rows are all in, unless it died
+                    del running[reader]
+                    reader.close()
                     proc.join()
-                    row = _failed(point, f"worker process died with exit code {proc.exitcode} (out of memory?)")
-                reader.close()
-                proc.join()
+                    for point in unit:
+                        if point.id not in reported:
+                            yield _failed(point, f"worker process died with exit code {proc.exitcode} "
+                                                 "(out of memory?)")
+                    continue
+                reported.add(row["id"])
                 yield row
     finally:
-        for proc, _ in running.values():
+        for proc, _, _ in running.values():
             proc.terminate()
 
 
@@ -429,9 +536,10 @@ def _check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
         raise ConnectionError(f"--address {address}: no Ray cluster reachable there ({reason})") from None
 
 
-def _on_ray(ray, points: list[Point], runs_dir: str, address: str | None, workers: int | None) -> Iterator[dict]:
-    """One Ray task per point (``threads`` CPUs, or 1; one GPU when the cluster has any and the point
-    may use it); the rows come back to this driver as the tasks finish."""
+def _on_ray(ray, points: list[Point], runs_dir: str, address: str | None, workers: int | None,
+            pack: int | None = None) -> Iterator[dict]:
+    """One Ray task per pack of :func:`packs` (at most ``pack`` runs; ``threads`` CPUs, or 1; one GPU when the
+    cluster has any and the points may use it); a pack's rows come back to this driver when its task ends."""
     started = not ray.is_initialized()
     if started and address is not None:
         _check_reachable(address)
@@ -444,26 +552,49 @@ def _on_ray(ray, points: list[Point], runs_dir: str, address: str | None, worker
                      **({"num_cpus": workers} if workers is not None else {}))
     pending = {}
     try:
-        has_gpus = ray.cluster_resources().get("GPU", 0) > 0
-        task = ray.remote(run_point)
-        for point in points:
-            cpus = point.config.train.threads or 1
-            gpus = 1 if has_gpus and point.config.train.device != "cpu" else 0
-            pending[task.options(num_cpus=cpus, num_gpus=gpus).remote(point, runs_dir, cpus)] = point
+        resources = ray.cluster_resources()
+        has_gpus = resources.get("GPU", 0) > 0
+        on_gpus = [p for p in points if has_gpus and p.config.train.device != "cpu"]
+        on_cpus = [p for p in points if not (has_gpus and p.config.train.device != "cpu")]
+        # as many packs as the cluster runs at once: one per GPU, one per CPU (a task's threads)
+        units = (packs(on_gpus, pack, int(resources.get("GPU", 0)), "cuda")
+                 + packs(on_cpus, pack, int(resources.get("CPU", 1)), "cpu"))
+        task = ray.remote(_pack_rows)
+        for unit in units:
+            cpus = unit[0].config.train.threads or 1
+            gpus = 1 if unit[0] in on_gpus else 0
+            pending[task.options(num_cpus=cpus, num_gpus=gpus).remote(unit, runs_dir, cpus)] = unit
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
-                point = pending.pop(ref)
+                unit = pending.pop(ref)
                 try:
-                    row = ray.get(ref)
+                    rows = ray.get(ref)
                 except ray.exceptions.RayError as err:
-                    row = _failed(point, f"Ray: {err}")
-                yield row
+                    rows = [_failed(point, f"Ray: {err}") for point in unit]
+                yield from rows
     finally:
         for ref in pending:
             ray.cancel(ref, force=True)
         if started:
             ray.shutdown()
+
+
+def local_packs(points: list[Point], size: int | None = None, workers: int = 1) -> list[list[Point]]:
+    """:func:`packs` for ``workers`` processes of this machine, by device, within its memory; a point of a
+    device this machine lacks alone (its row says so)."""
+    by_device: dict[str, list[Point]] = {}
+    for point in points:
+        by_device.setdefault(point.config.train.device, []).append(point)
+    units = []
+    for name, group in by_device.items():
+        try:
+            device = resolve_device(name)
+        except ValueError:
+            units += [[point] for point in group]
+            continue
+        units += packs(group, size, workers, device.type, memory_capacity(device))
+    return units
 
 
 # the sweep --------------------------------------------------------------------------------------------
@@ -510,15 +641,18 @@ def plan(base: RunConfig, grid: dict[str, list], seeds: Sequence[int], out: Path
 
 
 def sweep(base: RunConfig, grid: dict[str, list], seeds: Sequence[int], out: Path, executor: str = "local",
-          workers: int | None = None, address: str | None = None, progress: bool = True) -> list[dict]:
+          workers: int | None = None, address: str | None = None, progress: bool = True,
+          pack: int | None = None) -> list[dict]:
     """Run every (point, seed) not yet finished in ``out/results.csv``, appending a row as each ends;
     return the new rows (:func:`report` then draws the figures). ``workers``: processes of the local
     executor (default 1: in this process), or the CPUs of the local Ray the ray executor starts.
-    ``address``: the Ray cluster (default: a running local one, else a new one)."""
+    ``address``: the Ray cluster (default: a running local one, else a new one). ``pack``: the most runs
+    trained together as one pack (:func:`packs`; default :data:`PACK_SIZE`; 1: none)."""
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise ValueError(f"--workers must be an integer >= 1, got {workers!r}")
+    for name, value in (("--workers", workers), ("--pack", pack)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     if address is not None and executor != "ray":
         raise ValueError("--address is for --executor ray")
     if address is not None and workers is not None:
@@ -549,11 +683,11 @@ def sweep(base: RunConfig, grid: dict[str, list], seeds: Sequence[int], out: Pat
                                                     indent=2) + "\n")
         _prepare_results(results)
         if ray is not None:
-            stream = _on_ray(ray, todo, runs_dir, address, workers)
+            stream = _on_ray(ray, todo, runs_dir, address, workers, pack)
         elif (workers or 1) > 1:
-            stream = _in_processes(todo, runs_dir, workers)
+            stream = _in_processes(local_packs(todo, pack, workers), runs_dir, workers)
         else:
-            stream = _in_process(todo, runs_dir)
+            stream = _in_process(local_packs(todo, pack), runs_dir)
         with tqdm(total=len(todo), desc="sweep", unit="run", disable=not progress) as bar:
             for row in stream:
                 _append(results, row)

@@ -96,8 +96,61 @@ def _pass(model, data: IPDDataset, cfg: TrainConfig, generator: torch.Generator,
     return torch.stack(losses).mean().item()
 
 
+def check_finite(epoch: int, loss: float, val_loss: float | None) -> None:
+    """Raise ``FloatingPointError`` when an epoch's training or validation loss is not finite."""
+    if not (math.isfinite(loss) and (val_loss is None or math.isfinite(val_loss))):
+        raise FloatingPointError(f"loss became non-finite at epoch {epoch} (train {loss}, validation "
+                                 f"{val_loss}); lower the learning rate or check the inputs for NaN")
+
+
+def record_epoch(result: FitResult, cfg: TrainConfig, epoch: int, loss: float, val_loss: float | None,
+                 seconds: float, snapshot: Callable[[], dict]) -> None:
+    """Add epoch ``epoch`` to ``result``: its history line, the best epoch so far (with ``cfg.restore_best``
+    its weights, ``snapshot()``; without validation the last epoch's) and the early-stopping verdict."""
+    result.history.append(dict(epoch=epoch, loss=loss, val_loss=val_loss, seconds=seconds))
+    if val_loss is None:
+        result.best_epoch = epoch  # the weights kept: the last epoch's
+    elif val_loss < result.best_val_loss:
+        result.best_val_loss, result.best_epoch = val_loss, epoch
+        if cfg.restore_best:
+            result.best_state = snapshot()
+    result.stopped_early = cfg.validation and should_stop([h["val_loss"] for h in result.history], epoch,
+                                                          cfg.patience, cfg.min_epochs)
+
+
 class StateMismatch(ValueError):
     """A training state that :func:`fit` cannot continue from: saved by a model or optimizer of another shape."""
+
+
+def load_state(state: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               generator: torch.Generator) -> FitResult:
+    """Load a training state that :func:`fit` gave ``on_epoch`` into ``model``, ``optimizer`` and ``generator``;
+    return the result so far. :class:`StateMismatch` (one line) for a state they cannot take."""
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        return FitResult(**state["result"])
+    except (RuntimeError, ValueError, TypeError, KeyError) as err:  # e.g. weights of another size
+        first = " ".join(" ".join(str(err).strip().splitlines()[:2]).split())  # torch's reason is on line 2
+        raise StateMismatch(first or type(err).__name__) from None
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Adam, list[tuple[str, float]]]:
+    """The run's Adam over ``model.param_groups(cfg)`` (default: every parameter at ``cfg.lr``), and each
+    group's (schedule, learning rate) for :func:`schedule_epoch`."""
+    groups = model.param_groups(cfg) if hasattr(model, "param_groups") else [{"params": list(model.parameters())}]
+    schedules = [(group.pop("schedule", cfg.lr_schedule), group.get("lr", cfg.lr)) for group in groups]
+    return torch.optim.Adam(groups, lr=cfg.lr), schedules
+
+
+def schedule_epoch(optimizer: torch.optim.Optimizer, schedules: list[tuple[str, float]], epoch: int,
+                   epochs: int) -> None:
+    """Set each group's learning rate (and Adam's beta1 where its schedule moves it) for training epoch ``epoch``."""
+    for group, (schedule, lr) in zip(optimizer.param_groups, schedules):
+        group["lr"], beta1 = scheduled(schedule, lr, epoch, epochs)
+        if beta1 is not None:
+            group["betas"] = (beta1, group["betas"][1])
 
 
 def fit(model: torch.nn.Module, train_set: IPDDataset, valid_set: IPDDataset | None, cfg: TrainConfig,
@@ -113,29 +166,15 @@ def fit(model: torch.nn.Module, train_set: IPDDataset, valid_set: IPDDataset | N
     Given that ``state`` back with a model built alike, the same data and ``cfg``, ``fit`` continues
     from there exactly as if it had never stopped (:class:`StateMismatch` for a state it cannot take).
     """
-    groups = model.param_groups(cfg) if hasattr(model, "param_groups") else [{"params": list(model.parameters())}]
-    schedules = [(group.pop("schedule", cfg.lr_schedule), group.get("lr", cfg.lr)) for group in groups]
-    optimizer = torch.optim.Adam(groups, lr=cfg.lr)
+    optimizer, schedules = build_optimizer(model, cfg)
     if hasattr(model, "after_step"):
         optimizer.register_step_post_hook(lambda *_: model.after_step())
-    result = FitResult()
-    if state is not None:
-        try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            generator.set_state(state["generator"])
-            result = FitResult(**state["result"])
-        except (RuntimeError, ValueError, TypeError, KeyError) as err:  # e.g. weights of another size
-            first = " ".join(" ".join(str(err).strip().splitlines()[:2]).split())  # torch's reason is on line 2
-            raise StateMismatch(first or type(err).__name__) from None
+    result = FitResult() if state is None else load_state(state, model, optimizer, generator)
     first = cfg.epochs if result.stopped_early else result.epochs_run
     bar = tqdm(initial=first, total=cfg.epochs, desc="train", unit="epoch", disable=not progress)
     for epoch in range(first, cfg.epochs):
         start = time.perf_counter()
-        for group, (schedule, lr) in zip(optimizer.param_groups, schedules):
-            group["lr"], beta1 = scheduled(schedule, lr, epoch, cfg.epochs)
-            if beta1 is not None:
-                group["betas"] = (beta1, group["betas"][1])
+        schedule_epoch(optimizer, schedules, epoch, cfg.epochs)
         if hasattr(model, "start_epoch"):
             model.start_epoch(epoch, cfg)
         model.train()
@@ -145,22 +184,13 @@ def fit(model: torch.nn.Module, train_set: IPDDataset, valid_set: IPDDataset | N
         if cfg.validation:
             with torch.no_grad():
                 val_loss = _pass(model, valid_set, cfg, generator)
-        if not (math.isfinite(loss) and (val_loss is None or math.isfinite(val_loss))):
-            raise FloatingPointError(f"loss became non-finite at epoch {epoch} (train {loss}, validation "
-                                     f"{val_loss}); lower the learning rate or check the inputs for NaN")
-        result.history.append(dict(epoch=epoch, loss=loss, val_loss=val_loss,
-                                   seconds=time.perf_counter() - start))
+        check_finite(epoch, loss, val_loss)
+        record_epoch(result, cfg, epoch, loss, val_loss, time.perf_counter() - start,
+                     lambda: copy.deepcopy(model.state_dict()))
         if val_loss is None:
             bar.set_postfix(loss=f"{loss:.4f}")
-            result.best_epoch = epoch  # the weights kept: the last epoch's
         else:
             bar.set_postfix(loss=f"{loss:.4f}", val_loss=f"{val_loss:.4f}")
-        if val_loss is not None and val_loss < result.best_val_loss:
-            result.best_val_loss, result.best_epoch = val_loss, epoch
-            if cfg.restore_best:
-                result.best_state = copy.deepcopy(model.state_dict())
-        result.stopped_early = cfg.validation and should_stop([h["val_loss"] for h in result.history], epoch,
-                                                              cfg.patience, cfg.min_epochs)
         if on_epoch is not None:
             on_epoch({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                       "generator": generator.get_state(), "result": vars(result)})
